@@ -1,0 +1,290 @@
+"""Settings: defaults < user file < workspace file(s) < environment < editor options.
+
+Every value remembers where it came from, so an invalid or unknown key is reported with the
+file (or variable) that set it, the value, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from swarm_lsp.models.base import SwarmLspError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+APP_NAME = "swarm-lsp"
+ENV_PREFIX = "SWARM_LSP_"
+ENV_USER_CONFIG = "SWARM_LSP_CONFIG_FILE"
+"""Overrides the user config file location; not a setting itself."""
+ENV_CACHE_DIR = "SWARM_LSP_CACHE_DIR"
+"""Overrides where indexes and audit logs live; not a setting itself."""
+RESERVED_ENV = frozenset({ENV_USER_CONFIG, ENV_CACHE_DIR})
+WORKSPACE_FILE = ".swarm-lsp.toml"
+
+
+class ConfigError(SwarmLspError):
+    """A settings file or value is invalid. The message names the source, key, value and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(_Section):
+    name: str = Field(
+        "auto",
+        description='"auto" (the best model on disk that fits), "bundled", a catalog name '
+        "(see `swarm-lsp models`), or the name of a model found on disk",
+    )
+    path: str = Field("", description="a path to a .gguf file or an MLX model folder; overrides name")
+    backend: Literal["auto", "llamacpp", "mlx", "remote"] = Field(
+        "auto", description="one of auto, llamacpp, mlx, remote"
+    )
+    context_length: int = Field(
+        0, ge=0, le=1_048_576, description="tokens per request window; 0 picks one that fits"
+    )
+    threads: int = Field(0, ge=0, le=1024, description="CPU threads; 0 uses the physical cores")
+    search_paths: list[str] = Field(
+        default_factory=list, description="extra files or folders to look for models in"
+    )
+
+
+class RemoteSettings(_Section):
+    base_url: str = Field("", description="an OpenAI-compatible URL such as http://127.0.0.1:8080/v1")
+    model: str = Field("", description="the model name the server knows; empty uses its first model")
+    api_key: str = Field("", description="sent as a Bearer token; empty sends none")
+    timeout: float = Field(120.0, gt=0, le=3600, description="seconds, more than 0")
+    retries: int = Field(2, ge=0, le=10, description="an integer from 0 to 10")
+    max_parallel: int = Field(4, ge=1, le=64, description="concurrent requests, 1 to 64")
+
+
+class SwarmSettings(_Section):
+    voters: int = Field(0, ge=0, le=64, description="voters per request, 0 (automatic) to 64")
+    temperature: float = Field(0.7, ge=0, le=2, description="a number from 0 to 2")
+    max_tokens: int = Field(512, ge=1, le=32768, description="new tokens per voter, 1 to 32768")
+    timeout: float = Field(120.0, gt=0, le=3600, description="seconds per voter, more than 0")
+    strategy: Literal["auto", "majority", "medoid", "judge", "exec"] = Field(
+        "auto", description="one of auto, majority, medoid, judge, exec"
+    )
+
+
+class Settings(_Section):
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    remote: RemoteSettings = Field(default_factory=RemoteSettings)
+    swarm: SwarmSettings = Field(default_factory=SwarmSettings)
+
+
+@dataclass
+class Layer:
+    """One source of settings: its label (a path, 'environment', ...) and its nested values."""
+
+    source: str
+    values: dict[str, Any]
+    key_sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedSettings:
+    settings: Settings
+    sources: dict[str, str]
+    """Dotted key -> where its value came from, for every key not left at its default."""
+    files: list[Path]
+    """Settings files that were read, in precedence order."""
+
+
+def user_config_path() -> Path:
+    override = os.environ.get(ENV_USER_CONFIG)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def cache_root() -> Path:
+    override = os.environ.get(ENV_CACHE_DIR)
+    return Path(override).expanduser() if override else Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def workspace_data_dir(root: Path) -> Path:
+    """Where a workspace's index and audit log live: outside the repository, keyed by its absolute path."""
+    resolved = root.expanduser().resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:16]
+    return cache_root() / "workspaces" / f"{resolved.name or 'root'}-{digest}"
+
+
+def load_settings(
+    workspace: Path | None = None,
+    editor_options: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    user_file: Path | None = None,
+) -> LoadedSettings:
+    """Merge every layer and validate the result, reporting problems against their source."""
+    layers: list[Layer] = []
+    files: list[Path] = []
+    user_file = user_file if user_file is not None else user_config_path()
+    if user_file.is_file():
+        layers.append(_file_layer(user_file, _read_toml(user_file)))
+        files.append(user_file)
+    if workspace is not None:
+        pyproject = workspace / "pyproject.toml"
+        if pyproject.is_file():
+            section = _read_toml(pyproject).get("tool", {}).get(APP_NAME)
+            if section is not None:
+                layers.append(_file_layer(pyproject, section, prefix="[tool.swarm-lsp] in "))
+                files.append(pyproject)
+        dedicated = workspace / WORKSPACE_FILE
+        if dedicated.is_file():
+            layers.append(_file_layer(dedicated, _read_toml(dedicated)))
+            files.append(dedicated)
+    layers.append(_env_layer(os.environ if env is None else env))
+    if editor_options:
+        layers.append(_file_layer(None, dict(editor_options), label="editor initializationOptions"))
+    return _merge_and_validate(layers, files)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}. Fix the syntax or remove the file.") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read settings file {path}: {error.strerror}") from None
+
+
+def _file_layer(path: Path | None, values: Any, *, prefix: str = "", label: str | None = None) -> Layer:
+    source = label or f"{prefix}{path}"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a table of settings, got {type(values).__name__}")
+    layer = Layer(source, values)
+    for key in _leaf_keys(values):
+        layer.key_sources[key] = source
+    return layer
+
+
+def _env_layer(env: Mapping[str, str]) -> Layer:
+    """SWARM_LSP_SECTION__KEY=value; values are read as TOML scalars or JSON, else kept as text."""
+    values: dict[str, Any] = {}
+    layer = Layer("environment", values)
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
+            continue
+        parts = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(
+                f"environment variable {name} does not name a setting: use {ENV_PREFIX}SECTION__KEY, "
+                f"for example {ENV_PREFIX}SWARM__VOTERS=5"
+            )
+        section, key = parts
+        values.setdefault(section, {})[key] = _parse_env_value(raw)
+        layer.key_sources[f"{section}.{key}"] = f"environment variable {name}"
+    return layer
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _leaf_keys(values: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and not prefix:
+            keys.extend(_leaf_keys(value, f"{dotted}."))
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _merge_and_validate(layers: list[Layer], files: list[Path]) -> LoadedSettings:
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for layer in layers:
+        for section, value in layer.values.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(section), dict):
+                merged[section].update(value)
+            elif isinstance(value, Mapping):
+                merged[section] = dict(value)
+            else:
+                merged[section] = value
+        sources.update(layer.key_sources)
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_explain(error, merged, sources)) from None
+    return LoadedSettings(settings, sources, files)
+
+
+def _explain(error: ValidationError, merged: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    lines = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        key = ".".join(location[:2])
+        source = sources.get(key) or sources.get(location[0]) or "settings"
+        value = _lookup(merged, location)
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown setting '{key}'. {_suggest(location)}")
+        elif problem["type"] == "model_type":
+            lines.append(f"{source}: '{key}' must be a table of settings, got {value!r}")
+        else:
+            allowed = _allowed(location)
+            lines.append(f"{source}: {key} = {value!r} is invalid ({problem['msg']}); allowed: {allowed}")
+    return "\n".join(lines)
+
+
+def _lookup(values: Any, location: list[str]) -> Any:
+    for part in location:
+        if isinstance(values, Mapping) and part in values:
+            values = values[part]
+        elif isinstance(values, list) and part.isdigit() and int(part) < len(values):
+            values = values[int(part)]
+        else:
+            return None
+    return values
+
+
+def _section_fields(section: str) -> dict[str, Any] | None:
+    info = Settings.model_fields.get(section)
+    if info is None or info.annotation is None:
+        return None
+    return info.annotation.model_fields  # type: ignore[union-attr]
+
+
+def _allowed(location: list[str]) -> str:
+    fields = _section_fields(location[0])
+    if fields is None or len(location) < 2 or location[1] not in fields:
+        return "see docs/configuration.md"
+    return fields[location[1]].description or "see docs/configuration.md"
+
+
+def _suggest(location: list[str]) -> str:
+    if len(location) == 1:
+        known = list(Settings.model_fields)
+        guess = difflib.get_close_matches(location[0], known, n=1)
+        hint = f"Did you mean [{guess[0]}]? " if guess else ""
+        return f"{hint}Known sections: {', '.join(known)}."
+    fields = _section_fields(location[0]) or {}
+    guess = difflib.get_close_matches(location[1], list(fields), n=1)
+    hint = f"Did you mean '{location[0]}.{guess[0]}'? " if guess else ""
+    return f"{hint}Known keys in [{location[0]}]: {', '.join(fields)}."
