@@ -62,6 +62,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     pull.set_defaults(handler=_models_pull)
 
+    index = commands.add_parser("index", help="index the workspace (incremental), or show its status")
+    _add_workspace(index)
+    index.add_argument("--status", action="store_true", help="show files, chunks, embedder, backlog, size")
+    index.add_argument("--no-embed", action="store_true", help="parse and write only; embed later")
+    index.add_argument("--json", action="store_true", help="print the result as JSON")
+    index.set_defaults(handler=_index)
+
+    search = commands.add_parser("search", help="search the workspace index")
+    search.add_argument("query")
+    _add_workspace(search)
+    search.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    search.add_argument("--mode", choices=["hybrid", "fts", "vector"], default="hybrid")
+    search.add_argument("--json", action="store_true", help="print results as JSON")
+    search.set_defaults(handler=_search)
+
     generate = commands.add_parser("generate", help="one prompt to the configured model (no retrieval)")
     generate.add_argument("prompt")
     _add_workspace(generate)
@@ -145,6 +160,89 @@ def _models_pull(args: argparse.Namespace) -> int:
     fmt = args.format or ("mlx" if detect().accelerator == "apple" else "gguf")
     path = pull(args.name, fmt, progress=lambda text: print(text, file=sys.stderr))
     print(path)
+    return 0
+
+
+def _workspace(args: argparse.Namespace):  # -> Workspace, imported lazily to keep `--help` fast
+    from swarm_lsp.workspace import Workspace
+
+    root = (args.workspace or Path.cwd()).resolve()
+    return Workspace(root, loaded=load_settings(root))
+
+
+def _index(args: argparse.Namespace) -> int:
+    from swarm_lsp.progress import ProgressLine
+
+    with _workspace(args) as workspace:
+        if not args.status:
+            bar = None if args.json else ProgressLine(sys.stderr)
+            report = workspace.index(progress=bar, embed=not args.no_embed)
+            if bar is not None:
+                bar.finish()
+        status = workspace.status()
+        if args.json:
+            data = {"status": status.to_dict()}
+            if not args.status:
+                data["sync"] = {
+                    "parsed": report.parsed,
+                    "deleted": report.deleted,
+                    "unchanged": report.unchanged,
+                    "chunks_written": report.chunks_written,
+                    "embedded": report.embedded,
+                    "skipped": [{"path": item.path, "reason": item.reason} for item in report.skipped],
+                    "seconds": report.seconds,
+                }
+            print(json.dumps(data, indent=2))
+            return 0
+        if not args.status:
+            print(
+                f"indexed {report.parsed} files ({report.chunks_written} chunks), "
+                f"{report.unchanged} unchanged, "
+                f"{report.deleted} removed, {report.embedded} chunks embedded "
+                f"in {report.seconds.get('total', 0):.1f}s"
+            )
+            for item in report.skipped[:20]:
+                print(f"  skipped {item.path}: {item.reason}")
+            if len(report.skipped) > 20:
+                print(f"  ... and {len(report.skipped) - 20} more skipped (see --json)")
+        print(_render_status(status))
+    return 0
+
+
+def _render_status(status) -> str:
+    from datetime import datetime
+
+    from swarm_lsp.hardware import fmt_bytes
+
+    updated = (
+        datetime.fromtimestamp(status.updated_at).isoformat(" ", "seconds") if status.updated_at else "never"
+    )
+    embedder = status.embedder or f"none ({status.embedder_note or 'full-text search only'})"
+    lines = [
+        f"index of {status.root}",
+        f"  files {status.files}, chunks {status.chunks}, symbols {status.symbols}",
+        f"  embedder {embedder}",
+        f"  vectors {status.chunks_with_vectors} of {status.chunks} (backlog {status.embedding_backlog})",
+        f"  updated {updated}, {fmt_bytes(status.disk_bytes)} at {status.location}",
+    ]
+    if status.rebuilt_reason:
+        lines.append(f"  rebuilt on open: {status.rebuilt_reason}")
+    return "\n".join(lines)
+
+
+def _search(args: argparse.Namespace) -> int:
+    with _workspace(args) as workspace:
+        hits = workspace.search(args.query, k=args.k, mode=args.mode)
+        if args.json:
+            print(json.dumps([hit.to_dict() for hit in hits], indent=2))
+            return 0
+        if not hits:
+            print("no results (is the workspace indexed? run `swarm-lsp index`)")
+        for hit in hits:
+            symbol = f"  {hit.symbol}" if hit.symbol else ""
+            print(f"{hit.citation}{symbol}  [{hit.kind}, {hit.score:.3f}, {'+'.join(hit.modes)}]")
+            for line in hit.text.splitlines()[:3]:
+                print(f"    {line}")
     return 0
 
 

