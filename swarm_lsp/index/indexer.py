@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -127,6 +128,20 @@ class Indexer:
         return plan
 
     def _plan_file(self, rel: str, absolute: Path, known: object | None, plan: SyncPlan) -> None:
+        if known is not None:
+            # Fast path for the common no-change case: a regular file whose stat matches the index
+            # passed every content check when it was indexed, so one lstat is all it costs.
+            try:
+                quick = absolute.lstat()
+            except OSError:
+                quick = None
+            if (
+                quick is not None
+                and stat.S_ISREG(quick.st_mode)
+                and (known.size, known.mtime_ns) == (quick.st_size, quick.st_mtime_ns)
+            ):
+                plan.unchanged += 1
+                return
         reason = self.rules.check_file(absolute, rel)
         if reason is not None:
             plan.skipped.append(Skipped(rel, reason))
