@@ -14,16 +14,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,mlx]"
 	touch $(STAMP)
 
+# The demo indexes this repository (full text; `swarm-lsp index` without --no-embed adds vectors, a few
+# minutes on 2 cores) and asks a question answered by a vote of 5 voters on the bundled model.
 demo: setup
 	$(VENV)/bin/swarm-lsp doctor
-	SWARM_LSP_MODEL__NAME=bundled $(VENV)/bin/swarm-lsp generate "Write one sentence about why code review matters."
+	$(VENV)/bin/swarm-lsp index --no-embed
+	SWARM_LSP_MODEL__NAME=bundled SWARM_LSP_SWARM__VOTERS=5 SWARM_LSP_SWARM__MAX_TOKENS=160 \
+		$(VENV)/bin/swarm-lsp ask "Which file defines the class LlamaCppBackend, and what does it do?" --show-candidates
 
 # pytest exits 5 when it collects no tests; that must fail CI, and it does (make fails on non-zero).
 test: setup
 	$(PY) -m pytest -q -rs -p no:cacheprovider
 
+# Every benchmark, one after another (about an hour on 2 cores, most of it embedding on the first run).
 bench: setup
 	$(PY) bench/backend_batch.py
+	$(PY) bench/index_pipeline.py
+	$(PY) bench/index_nochange.py
+	$(PY) bench/index_edit.py
+	$(PY) bench/retrieval_quality.py
+	$(PY) bench/swarm_cost.py
+	$(PY) bench/swarm_quality.py
 
 lint: setup
 	$(VENV)/bin/ruff check swarm_lsp tests bench

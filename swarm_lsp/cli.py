@@ -77,6 +77,22 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print results as JSON")
     search.set_defaults(handler=_search)
 
+    ask = commands.add_parser("ask", help="answer a question about the codebase by swarm vote")
+    ask.add_argument("question")
+    _add_workspace(ask)
+    ask.add_argument("--voters", type=int, default=None, help="voters (default: settings, else what fits)")
+    ask.add_argument(
+        "--strategy",
+        choices=["auto", "majority", "medoid", "judge", "exec"],
+        default=None,
+        help="voting strategy",
+    )
+    ask.add_argument("--file", default=None, help="a file the question is about (workspace-relative)")
+    ask.add_argument("--lines", default=None, help="a line range in --file, e.g. 10-40")
+    ask.add_argument("--show-candidates", action="store_true", help="print every candidate and its votes")
+    ask.add_argument("--json", action="store_true", help="print the result as JSON")
+    ask.set_defaults(handler=_ask)
+
     generate = commands.add_parser("generate", help="one prompt to the configured model (no retrieval)")
     generate.add_argument("prompt")
     _add_workspace(generate)
@@ -244,6 +260,80 @@ def _search(args: argparse.Namespace) -> int:
             for line in hit.text.splitlines()[:3]:
                 print(f"    {line}")
     return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from swarm_lsp.models.base import CancellationToken
+    from swarm_lsp.swarm.tasks import Task, TextRange
+
+    text_range = None
+    if args.lines:
+        if not args.file:
+            raise SystemExit("swarm-lsp ask: --lines needs --file")
+        start, _, end = args.lines.partition("-")
+        if not start.isdigit() or (end and not end.isdigit()):
+            raise SystemExit(
+                f"swarm-lsp ask: --lines takes A-B with 1-based line numbers, got {args.lines!r}"
+            )
+        text_range = TextRange(int(start), int(end or start))
+    task = Task(kind="ask", prompt=args.question, path=args.file, range=text_range)
+    cancel = CancellationToken()
+    with _workspace(args) as workspace:
+        workspace.index(embed=False)  # a quick incremental sync; vectors fill in where they exist
+        progress = _SwarmProgressLine(sys.stderr)
+        try:
+            result = asyncio.run(
+                workspace.run(
+                    task, voters=args.voters, strategy=args.strategy, cancel=cancel, on_progress=progress
+                )
+            )
+        except KeyboardInterrupt:
+            cancel.cancel()
+            raise
+        progress.finish()
+    if args.json:
+        print(json.dumps(result.to_dict(candidates=args.show_candidates), indent=2))
+        return 0
+    print(result.answer.strip() or "(no answer)")
+    print()
+    verdict = "LOW AGREEMENT: treat this answer with care" if result.low_agreement else "agreement"
+    finished = len(result.candidates)
+    how = f"{result.strategy}, {finished}/{result.voters} voters, {result.model}"
+    print(f"{verdict} {result.agreement:.2f} ({how})")
+    if result.degraded:
+        print("degraded: some voters did not finish; " + "; ".join(result.notes))
+    if result.sources:
+        print("sources: " + ", ".join(result.sources))
+    if args.show_candidates:
+        for candidate in result.candidates:
+            mark = "*" if candidate.index == result.winner else " "
+            state = "valid" if candidate.valid else f"invalid: {candidate.invalid_reason}"
+            how = f"T={candidate.temperature}, score {candidate.score}, {state}"
+            print(f"\n{mark} candidate {candidate.index} ({how})")
+            print(candidate.text.strip())
+    return 0
+
+
+class _SwarmProgressLine:
+    """Voters running and tokens so far, on one stderr line (silent when stderr is not a terminal)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.interactive = stream.isatty()
+        self.shown = False
+
+    def __call__(self, event) -> None:
+        if not self.interactive:
+            return
+        text = f"{event.phase}: {event.voters} voters, {event.tokens} tokens"
+        self.stream.write("\r\033[K" + text)
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -6,12 +6,13 @@ calls. Heavy parts open lazily: constructing a Workspace reads settings and noth
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 
@@ -21,7 +22,14 @@ from swarm_lsp.index.ignore import IgnoreRules
 from swarm_lsp.index.indexer import Indexer, ProgressCallback, SyncReport
 from swarm_lsp.index.store import IndexStore
 from swarm_lsp.index.watcher import Watcher
+from swarm_lsp.models.base import Backend, CancellationToken
 from swarm_lsp.retrieval import ContextPack, Focus, Retriever, SearchHit, SearchMode
+
+if TYPE_CHECKING:
+    from swarm_lsp.models.select import RunPlan
+    from swarm_lsp.swarm.engine import ProgressCallback as SwarmProgressCallback
+    from swarm_lsp.swarm.runner import SwarmResult, SwarmRunner
+    from swarm_lsp.swarm.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,9 @@ class Workspace:
         self._retriever: Retriever | None = None
         self._watcher: Watcher | None = None
         self._rules: IgnoreRules | None = None
+        self._backend: Backend | None = None
+        self._run_plan: RunPlan | None = None
+        self._runner: SwarmRunner | None = None
 
     @property
     def settings(self) -> Settings:
@@ -187,6 +198,55 @@ class Workspace:
     def context_for(self, query: str, token_budget: int, focus: Focus | None = None) -> ContextPack:
         return self.retriever.context_for(query, token_budget, focus)
 
+    # ------------------------------------------------------------------ swarm
+
+    def open_backend(self) -> tuple[Backend, RunPlan]:
+        """The configured model, loaded once (ModelNotFound / DoesNotFit explain what to do)."""
+        from swarm_lsp.hardware import detect
+        from swarm_lsp.models.select import open_backend
+
+        with self._lock:
+            if self._backend is None:
+                self._backend, self._run_plan = open_backend(self.settings, detect())
+            assert self._run_plan is not None
+            return self._backend, self._run_plan
+
+    @property
+    def runner(self) -> SwarmRunner:
+        from swarm_lsp.swarm.runner import SwarmRunner
+
+        with self._lock:
+            if self._runner is None:
+                backend, plan = self.open_backend()
+                swarm = self.settings.swarm
+                self._runner = SwarmRunner(
+                    backend,
+                    self.retriever,
+                    self.root,
+                    context_length=backend.info.context_length or plan.context,
+                    voters=plan.voters,
+                    max_tokens=swarm.max_tokens,
+                    temperature=swarm.temperature,
+                    voter_timeout=swarm.timeout,
+                    strategy=swarm.strategy,
+                )
+            return self._runner
+
+    async def run(
+        self,
+        task: Task,
+        *,
+        voters: int | None = None,
+        strategy: str | None = None,
+        cancel: CancellationToken | None = None,
+        on_progress: SwarmProgressCallback | None = None,
+    ) -> SwarmResult:
+        """Answer a task by swarm vote: retrieval, N voters, voting, grounding."""
+        runner = await asyncio.to_thread(lambda: self.runner)
+        return await runner.run(
+            task, voters=voters, strategy=strategy, cancel=cancel, on_progress=on_progress
+        )
+
     # ---------------------------------------------------------------- watcher
 
     def start_watching(self, *, debounce_ms: int = 400, force_polling: bool | None = None) -> Watcher:
@@ -207,11 +267,26 @@ class Workspace:
                 self._watcher = None
 
     def close(self) -> None:
+        """Stop the watcher and release the model, embedder and index. Call outside an event loop,
+        or use `aclose()` inside one."""
+        backend = self._release()
+        if backend is not None:
+            asyncio.run(backend.aclose())
+
+    async def aclose(self) -> None:
+        backend = self._release()
+        if backend is not None:
+            await backend.aclose()
+
+    def _release(self) -> Backend | None:
         self.stop_watching()
         with self._lock:
             if self._embedder is not None:
                 self._embedder.close()
+            backend = self._backend
             self._store = self._indexer = self._retriever = self._embedder = None
+            self._backend = self._runner = self._run_plan = None
+            return backend
 
     def __enter__(self) -> Workspace:
         return self

@@ -1,0 +1,339 @@
+"""One task end to end: retrieve -> (compress) -> prompt -> N voters -> parse -> vote -> ground.
+
+This is what `Workspace.run(task)` does; the front doors render the `SwarmResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swarm_lsp.index.chunker import estimate_tokens
+from swarm_lsp.models.base import Backend, CancellationToken, GenerationRequest, Message, Sampling
+from swarm_lsp.retrieval import ContextPack, Focus, Retriever
+from swarm_lsp.swarm.compression import Budget, fit_context
+from swarm_lsp.swarm.engine import ProgressCallback, SwarmEngine, SwarmProgress
+from swarm_lsp.swarm.grounding import check_citations, find_citations
+from swarm_lsp.swarm.tasks import (
+    CODE_KINDS,
+    Edit,
+    ParsedAnswer,
+    Task,
+    build_messages,
+    max_tokens_for,
+    parse_answer,
+    stop_strings,
+)
+from swarm_lsp.swarm.voting import Ballot, ExecSpec, VoteResult, vote
+
+PROMPT_OVERHEAD_TOKENS = 200
+"""System prompt and instructions, beyond the task's own text: kept out of the context budget."""
+RETRIEVE_FACTOR = 2
+"""Retrieval asks for this many times the context budget; compression fits the surplus in."""
+LOW_AGREEMENT = 0.5
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    index: int
+    text: str
+    valid: bool
+    invalid_reason: str
+    score: float
+    votes: int
+    finish_reason: str
+    temperature: float
+
+
+@dataclass
+class SwarmResult:
+    kind: str
+    answer: str
+    """Markdown for the user; invalid citations are flagged in it."""
+    edit: Edit | None
+    agreement: float
+    strategy: str
+    winner: int | None
+    sources: list[str]
+    candidates: list[CandidateView]
+    voters: int
+    degraded: bool
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    model: str = ""
+
+    @property
+    def low_agreement(self) -> bool:
+        return self.agreement < LOW_AGREEMENT
+
+    def to_dict(self, *, candidates: bool = True) -> dict[str, Any]:
+        data = {
+            "kind": self.kind,
+            "answer": self.answer,
+            "edit": None if self.edit is None else asdict(self.edit),
+            "agreement": round(self.agreement, 4),
+            "low_agreement": self.low_agreement,
+            "strategy": self.strategy,
+            "winner": self.winner,
+            "sources": self.sources,
+            "voters": self.voters,
+            "finished_voters": len(self.candidates),
+            "degraded": self.degraded,
+            "notes": self.notes,
+            "timings": {key: round(value, 3) for key, value in self.timings.items()},
+            "model": self.model,
+        }
+        if candidates:
+            data["candidates"] = [asdict(candidate) for candidate in self.candidates]
+        return data
+
+
+@dataclass
+class Conversation:
+    """A chat: its context is retrieved once, so the prompt prefix (and the model's KV cache) stays put."""
+
+    context: str
+    citations: list[str]
+    history: list[Message] = field(default_factory=list)
+
+
+class SwarmRunner:
+    def __init__(
+        self,
+        backend: Backend,
+        retriever: Retriever | None,
+        root: Path,
+        *,
+        context_length: int,
+        voters: int,
+        max_tokens: int,
+        temperature: float,
+        voter_timeout: float,
+        strategy: str = "auto",
+        compress: bool = True,
+    ) -> None:
+        self.backend = backend
+        self.retriever = retriever
+        self.root = root
+        self.context_length = context_length
+        self.voters = voters
+        self.max_tokens = max_tokens
+        self.strategy = strategy
+        self.compress = compress
+        self.engine = SwarmEngine([backend], temperature=temperature, voter_timeout=voter_timeout)
+        self.conversations: dict[str, Conversation] = {}
+
+    async def run(
+        self,
+        task: Task,
+        *,
+        voters: int | None = None,
+        strategy: str | None = None,
+        cancel: CancellationToken | None = None,
+        on_progress: ProgressCallback | None = None,
+        exec_spec: ExecSpec | None = None,
+    ) -> SwarmResult:
+        """Answer `task` by vote. `exec_spec` adds tests or inputs for the `exec` strategy; without
+        one, Python code answers are still compiled and the ones that fail are dropped."""
+        task.validate()
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        started = time.monotonic()
+        voters = voters or self.voters
+        max_tokens = max_tokens_for(task, self.max_tokens)
+        context, citations = await self._context(task, max_tokens, cancel, notes)
+        timings["retrieve"] = time.monotonic() - started
+        messages = build_messages(task, context, context_citations=citations)
+        tick = time.monotonic()
+        generated = await self.engine.generate(
+            messages,
+            voters,
+            max_tokens=max_tokens,
+            stop=stop_strings(task),
+            cancel=cancel,
+            on_progress=on_progress,
+        )
+        timings["generate"] = time.monotonic() - tick
+        notes.extend(generated.failures)
+        tick = time.monotonic()
+        parsed = [parse_answer(task, candidate.text) for candidate in generated.candidates]
+        ballots = [
+            Ballot(c.index, p.text, p.code, p.valid, p.invalid_reason)
+            for c, p in zip(generated.candidates, parsed, strict=True)
+        ]
+        # A judge call would replace the backend's cached prompt; a chat keeps it for the next turn.
+        chosen = strategy or self.strategy
+        keep_cache = task.kind == "chat" and chosen != "judge"
+        judge = None if keep_cache else self._judge(asyncio.get_running_loop(), cancel)
+        if exec_spec is None and task.kind in CODE_KINDS and task.language == "python":
+            exec_spec = ExecSpec(language="python")
+        result = await asyncio.to_thread(
+            vote,
+            ballots,
+            chosen,
+            task_kind=task.kind,
+            judge=judge,
+            exec_spec=exec_spec,
+            question=_question_for(task),
+        )
+        timings["vote"] = time.monotonic() - tick
+        notes.extend(result.notes)
+        if on_progress is not None:
+            on_progress(SwarmProgress("done", voters, len(generated.candidates), 0))
+        winner = self._winner(parsed, generated.candidates, result)
+        answer, answer_sources = self._ground(winner.text if winner else "", notes)
+        if winner is None:
+            notes.append("no candidate was valid; nothing to apply")
+        if task.kind == "chat" and task.conversation_id and winner is not None:
+            conversation = self.conversations[task.conversation_id]
+            # The turn is stored exactly as sent, so the next turn's prompt starts with this one's
+            # and the backend re-reads none of it (its KV cache holds the common prefix).
+            raw = next(c.text for c in generated.candidates if c.index == result.winner)
+            conversation.history.extend([messages[-1], Message("assistant", raw.strip())])
+        timings["total"] = time.monotonic() - started
+        return SwarmResult(
+            kind=task.kind,
+            answer=answer,
+            edit=winner.edit if winner else None,
+            agreement=result.agreement,
+            strategy=result.strategy,
+            winner=result.winner,
+            sources=_unique([*answer_sources, *citations]),
+            candidates=_views(generated.candidates, parsed, result),
+            voters=voters,
+            degraded=generated.degraded,
+            notes=notes,
+            timings=timings,
+            model=self.backend.info.model,
+        )
+
+    # ------------------------------------------------------------------ context
+
+    async def _context(
+        self, task: Task, max_tokens: int, cancel: CancellationToken | None, notes: list[str]
+    ) -> tuple[str, list[str]]:
+        if task.kind == "chat" and task.conversation_id in self.conversations:
+            conversation = self.conversations[task.conversation_id]
+            task.history = list(conversation.history)
+            return conversation.context, conversation.citations
+        overhead = (
+            PROMPT_OVERHEAD_TOKENS + estimate_tokens(task.prompt) + estimate_tokens(task.selection_text())
+        )
+        budget = Budget.for_backend(self.context_length, max_tokens, overhead)
+        context, citations = "", []
+        if self.retriever is not None and budget.context_tokens > 0:
+            focus = None
+            if task.path is not None:
+                rng = task.range
+                focus = Focus(task.path, rng.start_line if rng else None, rng.end_line if rng else None)
+            query = task.prompt or task.selection_text()[:500]
+            factor = RETRIEVE_FACTOR if self.compress else 1
+            pack = await asyncio.to_thread(
+                self.retriever.context_for, query, budget.context_tokens * factor, focus
+            )
+            context, citations = await self._fit(pack, query, budget, cancel, notes)
+        if task.kind == "chat" and task.conversation_id:
+            self.conversations[task.conversation_id] = Conversation(context, citations, list(task.history))
+        return context, citations
+
+    async def _fit(
+        self,
+        pack: ContextPack,
+        query: str,
+        budget: Budget,
+        cancel: CancellationToken | None,
+        notes: list[str],
+    ) -> tuple[str, list[str]]:
+        if not self.compress:
+            return pack.render(), pack.citations
+        fitted = await fit_context(pack, query, budget, self.backend, cancel=cancel)
+        if fitted.compressed:
+            notes.append(
+                f"context compressed from {fitted.tokens_in} to {fitted.tokens_out} tokens "
+                f"({fitted.pieces_summarised} pieces summarised, {fitted.pieces_verbatim} kept verbatim)"
+            )
+        notes.extend(fitted.notes)
+        return fitted.context, fitted.citations
+
+    # ------------------------------------------------------------------- voting
+
+    def _judge(
+        self, loop: asyncio.AbstractEventLoop, cancel: CancellationToken | None
+    ) -> Callable[[str], str]:
+        """The model as a judge, callable from the voting thread (universal self-consistency)."""
+
+        def judge(prompt: str) -> str:
+            request = GenerationRequest(
+                messages=[Message("user", prompt)],
+                n=1,
+                sampling=Sampling(temperature=0.0, top_p=1.0, top_k=0),
+                max_tokens=24,
+                cancel=cancel,
+            )
+            future = asyncio.run_coroutine_threadsafe(self.backend.generate(request), loop)
+            return future.result()[0].text
+
+        return judge
+
+    @staticmethod
+    def _winner(
+        parsed: Sequence[ParsedAnswer], candidates: Sequence[Any], result: VoteResult
+    ) -> ParsedAnswer | None:
+        if result.winner is None:
+            return None
+        for candidate, answer in zip(candidates, parsed, strict=True):
+            if candidate.index == result.winner:
+                return answer
+        return None
+
+    def _ground(self, text: str, notes: list[str]) -> tuple[str, list[str]]:
+        """Check the answer's path:line citations against the files; flag the ones that do not exist."""
+        cited = find_citations(text)
+        if not cited:
+            return text, []
+        line_counts: dict[str, int] = {}
+        for citation in cited:
+            path = (self.root / citation.path).resolve()
+            if path.is_file() and path.is_relative_to(self.root):
+                try:
+                    line_counts[citation.path] = path.read_text(errors="replace").count("\n") + 1
+                except OSError:
+                    continue
+        report = check_citations(text, line_counts, set(line_counts))
+        if report.invalid:
+            notes.append(f"{len(report.invalid)} citation(s) in the answer point to lines that do not exist")
+        return report.text_flagged, [f"{c.path}:{c.start}-{c.end}" for c in report.valid]
+
+
+def _views(
+    candidates: Sequence[Any], parsed: Sequence[ParsedAnswer], result: VoteResult
+) -> list[CandidateView]:
+    return [
+        CandidateView(
+            index=candidate.index,
+            text=answer.text,
+            valid=answer.valid,
+            invalid_reason=answer.invalid_reason,
+            score=round(result.scores.get(candidate.index, 0.0), 4),
+            votes=result.votes.get(candidate.index, 0) if result.votes else 0,
+            finish_reason=candidate.finish_reason,
+            temperature=candidate.sampling.temperature,
+        )
+        for candidate, answer in zip(candidates, parsed, strict=True)
+    ]
+
+
+def _question_for(task: Task) -> str:
+    """What the judge is told the candidates answer."""
+    if task.prompt.strip():
+        return task.prompt.strip()
+    where = f" in {task.path}" if task.path else ""
+    return f"{task.kind} the selected code{where}"
+
+
+def _unique(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))
