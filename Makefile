@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/swarm-lsp doctor
 	$(VENV)/bin/swarm-lsp index --no-embed
-	SWARM_LSP_MODEL__NAME=bundled SWARM_LSP_SWARM__VOTERS=5 SWARM_LSP_SWARM__MAX_TOKENS=160 \
+	SWARM_LSP_MODEL__NAME=bundled SWARM_LSP_MODEL__CONTEXT_LENGTH=2048 SWARM_LSP_SWARM__VOTERS=5 \
+		SWARM_LSP_SWARM__MAX_TOKENS=160 \
 		$(VENV)/bin/swarm-lsp ask "Which file defines the class LlamaCppBackend, and what does it do?" --show-candidates
 
 # pytest exits 5 when it collects no tests; that must fail CI, and it does (make fails on non-zero).

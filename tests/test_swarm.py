@@ -223,6 +223,41 @@ async def test_ask_end_to_end_returns_an_answer_with_sources(model, workspace) -
     assert set(result.timings) >= {"retrieve", "generate", "vote", "total"}
 
 
+async def test_a_context_the_estimate_undercounts_is_refitted_to_the_window(model, tmp_path) -> None:
+    # Hex tables tokenize at about 2 characters a token: the 4-characters estimate undercounts them
+    # by half, so a pack sized by the estimate alone would overflow a 1,024-token window.
+    root = tmp_path / "dense"
+    root.mkdir()
+    for number in range(6):
+        rows = "\n".join(
+            f"    0x{(number * 997 + row * 31) % 65536:04x}, 0x{(row * 7919) % 65536:04x}, {row}.{number}e-3,"
+            for row in range(60)
+        )
+        (root / f"table_{number}.py").write_text(f"CRC_TABLE_{number} = [\n{rows}\n]\n")
+    loaded = load_settings(
+        root,
+        {"index": {"location": str(tmp_path / "data"), "embedder": "none"}},
+        env={},
+        user_file=tmp_path / "x",
+    )
+    with Workspace(root, loaded=loaded) as dense:
+        dense.index()
+        runner = SwarmRunner(
+            model,
+            dense.retriever,
+            dense.root,
+            context_length=1024,
+            voters=2,
+            max_tokens=24,
+            temperature=0.7,
+            voter_timeout=120.0,
+            compress=False,
+        )
+        result = await runner.run(Task(kind="ask", prompt="Which table holds the CRC_TABLE_3 values?"))
+    assert result.answer.strip() and len(result.candidates) == 2
+    assert model.last_stats.prompt_tokens + 24 <= 1024
+
+
 async def test_refactor_candidates_are_validated_and_an_invalid_one_never_wins(model, workspace) -> None:
     text = FILES["geometry/shapes.py"]
     task = Task(

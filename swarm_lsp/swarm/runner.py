@@ -35,6 +35,13 @@ PROMPT_OVERHEAD_TOKENS = 200
 RETRIEVE_FACTOR = 2
 """Retrieval asks for this many times the context budget; compression fits the surplus in."""
 LOW_AGREEMENT = 0.5
+MAX_CONTEXT_SOURCES = 8
+"""Sources listed from the context (the most relevant pieces first), after those the answer cites."""
+MAX_REFITS = 3
+"""Times a context that overshoots the window (measured in model tokens) is retrieved again, smaller."""
+REFIT_SLACK_TOKENS = 32
+ESTIMATE_MARGIN = 1.3
+"""Without the model's tokenizer: code runs nearer 3 characters a token than the estimate's 4."""
 
 
 @dataclass(frozen=True)
@@ -145,9 +152,21 @@ class SwarmRunner:
         started = time.monotonic()
         voters = voters or self.voters
         max_tokens = max_tokens_for(task, self.max_tokens)
+        continuing = task.kind == "chat" and task.conversation_id in self._continuing
         context, citations = await self._context(task, max_tokens, cancel, notes)
-        timings["retrieve"] = time.monotonic() - started
         messages = build_messages(task, context, context_citations=citations)
+        # The budget was counted with the estimate (4 characters a token); code often runs nearer 3.
+        # Measured with the model's own tokenizer where there is one, a context that overshoots the
+        # window is retrieved again with the overshoot taken off its budget.
+        cut = 0
+        for _ in range(MAX_REFITS):
+            over = self._overshoot(messages, max_tokens)
+            if over <= 0 or not context or continuing:
+                break
+            cut += over + REFIT_SLACK_TOKENS
+            context, citations = await self._context(task, max_tokens, cancel, notes, cut=cut)
+            messages = build_messages(task, context, context_citations=citations)
+        timings["retrieve"] = time.monotonic() - started
         tick = time.monotonic()
         generated = await self.engine.generate(
             messages,
@@ -202,7 +221,7 @@ class SwarmRunner:
             agreement=result.agreement,
             strategy=result.strategy,
             winner=result.winner,
-            sources=_unique([*answer_sources, *citations]),
+            sources=_unique([*answer_sources, *citations])[: len(answer_sources) + MAX_CONTEXT_SOURCES],
             candidates=_views(generated.candidates, parsed, result),
             voters=voters,
             degraded=generated.degraded,
@@ -213,16 +232,36 @@ class SwarmRunner:
 
     # ------------------------------------------------------------------ context
 
+    @property
+    def _continuing(self) -> set[str | None]:
+        """Conversations past their first turn: their context is fixed (the KV cache holds it)."""
+        return {key for key, c in self.conversations.items() if c.history}
+
+    def _overshoot(self, messages: Sequence[Message], max_tokens: int) -> int:
+        """Tokens by which prompt plus answer exceed the window (<= 0 when they fit)."""
+        # Duck-typed: the Backend protocol has no tokenizer, llama.cpp has one.
+        count = getattr(self.backend, "prompt_tokens", None)
+        if callable(count):
+            used = len(count(messages))
+        else:
+            used = int(sum(estimate_tokens(m.content) + 8 for m in messages) * ESTIMATE_MARGIN)
+        return used + max_tokens - self.context_length
+
     async def _context(
-        self, task: Task, max_tokens: int, cancel: CancellationToken | None, notes: list[str]
+        self,
+        task: Task,
+        max_tokens: int,
+        cancel: CancellationToken | None,
+        notes: list[str],
+        *,
+        cut: int = 0,
     ) -> tuple[str, list[str]]:
-        if task.kind == "chat" and task.conversation_id in self.conversations:
+        if task.kind == "chat" and task.conversation_id in self._continuing:
             conversation = self.conversations[task.conversation_id]
             task.history = list(conversation.history)
             return conversation.context, conversation.citations
-        overhead = (
-            PROMPT_OVERHEAD_TOKENS + estimate_tokens(task.prompt) + estimate_tokens(task.selection_text())
-        )
+        count = self._count_tokens
+        overhead = PROMPT_OVERHEAD_TOKENS + count(task.prompt) + count(task.selection_text()) + cut
         budget = Budget.for_backend(self.context_length, max_tokens, overhead)
         context, citations = "", []
         if self.retriever is not None and budget.context_tokens > 0:
@@ -250,14 +289,22 @@ class SwarmRunner:
     ) -> tuple[str, list[str]]:
         if not self.compress:
             return pack.render(), pack.citations
-        fitted = await fit_context(pack, query, budget, self.backend, cancel=cancel)
-        if fitted.compressed:
-            notes.append(
-                f"context compressed from {fitted.tokens_in} to {fitted.tokens_out} tokens "
-                f"({fitted.pieces_summarised} pieces summarised, {fitted.pieces_verbatim} kept verbatim)"
-            )
+        # The system message also lists the citable pieces: their room comes off the context's.
+        listed = self._count_tokens(", ".join(pack.citations)) + 8 if pack.citations else 0
+        budget = Budget(budget.window, budget.answer_tokens, budget.prompt_overhead + listed)
+        fitted = await fit_context(
+            pack, query, budget, self.backend, count_tokens=self._count_tokens, cancel=cancel
+        )
         notes.extend(fitted.notes)
         return fitted.context, fitted.citations
+
+    def _count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the model's own tokenizer where the backend has one, else estimated."""
+        # Duck-typed: the Backend protocol has no tokenizer, llama.cpp has one.
+        tokenize = getattr(self.backend, "tokenize", None)
+        if callable(tokenize):
+            return len(tokenize(text)) if text else 0
+        return int(estimate_tokens(text) * ESTIMATE_MARGIN)
 
     # ------------------------------------------------------------------- voting
 
