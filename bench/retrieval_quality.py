@@ -33,7 +33,6 @@ import ast
 import bisect
 import random
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _projects import fresh_copy, load_average, machine_line, project_source, warm_dir
+from _projects import fresh_copy, load_average, machine_line, project_source, warm_workspace
 
 from swarm_lsp.config import load_settings
 from swarm_lsp.index.chunker import parse_file
@@ -218,14 +217,7 @@ def main() -> int:
     args = parse_args()
     load_before = load_average()
     source = project_source(args.project, args.version)
-    scratch = warm_dir(f"retrieval_quality-{args.project}-{args.version}")
-    root = scratch / "workspace"
-    data = scratch / "data"
-    if root.exists():
-        shutil.rmtree(root)
-    if args.fresh and data.exists():
-        shutil.rmtree(data)
-    root.mkdir()
+    root, data = warm_workspace(f"retrieval_quality-{args.project}-{args.version}", fresh=args.fresh)
     queries, counts = build_workspace(source, root)
     sampled = len(queries) > args.max_queries
     if sampled:
@@ -276,7 +268,7 @@ def main() -> int:
         f"- indexed copy: src/ and tests/ with docstrings removed ({counts['files']} Python files): "
         f"{status.files} files, {status.chunks} chunks ({status.chunks_with_vectors} with vectors); "
         f"the sync took {index_s:.0f} s and embedded {report.embedded} chunks (a chunk embedded in an "
-        f"earlier run takes its vector from the embedding cache); under {scratch}"
+        f"earlier run takes its vector from the embedding cache); under {root.parent}"
     )
     sample_note = (
         f"a fixed-seed sample (seed {args.seed}) of {len(queries)} of the {counts['kept']} usable"
