@@ -33,7 +33,9 @@ from swarm_lsp.swarm.voting import Ballot, ExecSpec, VoteResult, vote
 PROMPT_OVERHEAD_TOKENS = 200
 """System prompt and instructions, beyond the task's own text: kept out of the context budget."""
 RETRIEVE_FACTOR = 2
-"""Retrieval asks for this many times the context budget; compression fits the surplus in."""
+"""For a codebase question, retrieval asks for this many times the context budget and compression
+fits the surplus in. Tasks about a selection, and chat, retrieve what fits and are not compressed:
+summarising costs model calls before the first answer token, and their focus is the selection."""
 LOW_AGREEMENT = 0.5
 MAX_CONTEXT_SOURCES = 8
 """Sources listed from the context (the most relevant pieces first), after those the answer cites."""
@@ -270,11 +272,15 @@ class SwarmRunner:
                 rng = task.range
                 focus = Focus(task.path, rng.start_line if rng else None, rng.end_line if rng else None)
             query = task.prompt or task.selection_text()[:500]
-            factor = RETRIEVE_FACTOR if self.compress else 1
+            compress = self.compress and task.kind == "ask" and task.path is None
+            factor = RETRIEVE_FACTOR if compress else 1
             pack = await asyncio.to_thread(
                 self.retriever.context_for, query, budget.context_tokens * factor, focus
             )
-            context, citations = await self._fit(pack, query, budget, cancel, notes)
+            if compress:
+                context, citations = await self._fit(pack, query, budget, cancel, notes)
+            else:
+                context, citations = pack.render(), pack.citations
         if task.kind == "chat" and task.conversation_id:
             self.conversations[task.conversation_id] = Conversation(context, citations, list(task.history))
         return context, citations
@@ -287,8 +293,6 @@ class SwarmRunner:
         cancel: CancellationToken | None,
         notes: list[str],
     ) -> tuple[str, list[str]]:
-        if not self.compress:
-            return pack.render(), pack.citations
         # The system message also lists the citable pieces: their room comes off the context's.
         listed = self._count_tokens(", ".join(pack.citations)) + 8 if pack.citations else 0
         budget = Budget(budget.window, budget.answer_tokens, budget.prompt_overhead + listed)
