@@ -36,6 +36,8 @@ bench: setup
 	$(PY) bench/retrieval_quality.py
 	$(PY) bench/swarm_cost.py
 	$(PY) bench/swarm_quality.py
+	$(PY) bench/mcp_latency.py
+	$(PY) bench/lsp_latency.py
 
 lint: setup
 	$(VENV)/bin/ruff check swarm_lsp tests bench

@@ -43,6 +43,43 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"swarm-lsp {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
+    serve = commands.add_parser("serve", help="run the language server (LSP) for an editor")
+    transport = serve.add_mutually_exclusive_group()
+    transport.add_argument("--stdio", action="store_true", help="speak LSP over stdin/stdout (default)")
+    transport.add_argument(
+        "--tcp", metavar="HOST:PORT", help="listen for one editor over TCP (loopback only)"
+    )
+    transport.add_argument("--ws", metavar="HOST:PORT", help="listen over WebSocket (loopback only)")
+    serve.add_argument("--log-file", type=Path, default=None, help="write the server's log here")
+    serve.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    serve.set_defaults(handler=_serve)
+
+    mcp = commands.add_parser("mcp", help="serve the workspace tools over MCP (stdio, or HTTP with --http)")
+    _add_workspace(mcp)
+    mcp.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    mcp.add_argument(
+        "--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1; others need --token)"
+    )
+    mcp.add_argument(
+        "--tool-port", type=int, default=17616, help="HTTP port (default 17616; 0 picks a free one)"
+    )
+    token = mcp.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token", default=None, help="require Authorization: Bearer TOKEN on every HTTP request"
+    )
+    token.add_argument("--token-file", type=Path, default=None, help="read the token from this file")
+    mcp.add_argument("--read-only", action="store_true", help="list and allow only the read tools")
+    mcp.add_argument("--log-file", type=Path, default=None, help="write the server's log here")
+    mcp.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    mcp.set_defaults(handler=_mcp)
+
+    audit = commands.add_parser("audit", help="print the MCP tool calls recorded for the workspace")
+    _add_workspace(audit)
+    audit.add_argument("-n", "--last", type=int, default=50, help="how many of the latest calls (0 = all)")
+    audit.add_argument("--tool", default=None, help="only calls of this tool")
+    audit.add_argument("--json", action="store_true", help="print the entries as JSON lines")
+    audit.set_defaults(handler=_audit)
+
     doctor = commands.add_parser("doctor", help="what this machine can run, and why")
     _add_workspace(doctor)
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -113,6 +150,126 @@ def _add_workspace(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> LoadedSettings:
     workspace = (args.workspace or Path.cwd()).resolve()
     return load_settings(workspace)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from swarm_lsp.lsp import parse_address, serve
+
+    transport, address = "stdio", None
+    try:
+        if args.tcp:
+            transport, address = "tcp", parse_address(args.tcp)
+        elif args.ws:
+            transport, address = "ws", parse_address(args.ws)
+    except ValueError as error:
+        print(f"swarm-lsp serve: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if args.log_file is not None:
+        logging.basicConfig(filename=args.log_file, level=level, format="%(asctime)s %(name)s: %(message)s")
+    else:
+        logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.WARNING)
+    serve(transport, address)
+    return 0
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    import logging
+
+    from swarm_lsp.mcp import is_loopback, serve_http, serve_stdio
+    from swarm_lsp.tools.toolbox import Toolbox
+
+    token = args.token
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            print(
+                f"swarm-lsp mcp: cannot read --token-file {args.token_file}: {error.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        if not token:
+            print(f"swarm-lsp mcp: --token-file {args.token_file} is empty", file=sys.stderr)
+            return EXIT_USAGE
+    if not args.http and (token or args.host != "127.0.0.1"):
+        print("swarm-lsp mcp: --host, --token and --token-file apply to --http only", file=sys.stderr)
+        return EXIT_USAGE
+    if args.http and not is_loopback(args.host) and not token:
+        print(
+            f"swarm-lsp mcp: binding {args.host} exposes the workspace tools beyond this machine; "
+            "pass --token (or --token-file) so every request must carry Authorization: Bearer <token>",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if args.log_file is not None:
+        logging.basicConfig(filename=args.log_file, level=level, format="%(asctime)s %(name)s: %(message)s")
+    else:
+        logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.WARNING)
+
+    async def serve() -> None:
+        workspace = _workspace(args)
+        toolbox = Toolbox(workspace, read_only=True if args.read_only else None)
+        toolbox.start()
+        try:
+            if args.http:
+                await serve_http(
+                    toolbox,
+                    host=args.host,
+                    port=args.tool_port,
+                    token=token,
+                    on_ready=lambda url: print(f"swarm-lsp MCP server at {url}", file=sys.stderr, flush=True),
+                )
+            else:
+                await serve_stdio(toolbox)
+        finally:
+            await asyncio.to_thread(toolbox.close)
+            await workspace.aclose()
+
+    try:
+        asyncio.run(serve())
+    except OSError as error:
+        print(
+            f"swarm-lsp mcp: cannot serve on {args.host}:{args.tool_port}: {error.strerror}", file=sys.stderr
+        )
+        return EXIT_FAILURE
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from swarm_lsp.tools.audit import read_audit
+    from swarm_lsp.tools.toolbox import audit_path
+    from swarm_lsp.workspace import Workspace
+
+    root = (args.workspace or Path.cwd()).resolve()
+    path = audit_path(Workspace(root, loaded=load_settings(root)))
+    entries = [entry for entry in read_audit(path) if args.tool is None or entry.get("tool") == args.tool]
+    if args.last > 0:
+        entries = entries[-args.last :]
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry, ensure_ascii=False))
+        return 0
+    if not entries:
+        print(f"no tool calls recorded in {path}")
+        return 0
+    for entry in entries:
+        decision = entry.get("decision") or "error"
+        by = f" by {entry['decided_by']}" if entry.get("decided_by") else ""
+        cached = " cached" if entry.get("cached") else ""
+        print(
+            f"{entry.get('time', '?')}  {entry.get('client', '?')}  {entry.get('tool', '?')} "
+            f"[{entry.get('tier') or '-'}] {decision}{by}{cached}  {entry.get('duration_ms', 0):.1f} ms  "
+            f"{entry.get('result_bytes', 0)} B"
+        )
+        print(f"    {json.dumps(entry.get('arguments'), ensure_ascii=False)[:300]}")
+        if entry.get("error"):
+            print(f"    error: {entry['error']}")
+    print(f"({len(entries)} calls from {path})")
+    return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -100,11 +100,53 @@ class IndexSettings(_Section):
     location: str = Field("", description="a folder for the index; empty uses the platform cache dir")
 
 
+ToolRule = Literal["allow", "ask", "deny"]
+DEFAULT_SECRET_FILES = (
+    ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.keystore", "*.jks",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "credentials", "credentials.json",
+    "credentials.toml", "credentials.y*ml", "secrets.json", "secrets.toml", "secrets.y*ml",
+    ".netrc", ".pypirc", ".npmrc", ".git-credentials",
+)  # fmt: skip
+
+
+class ToolSettings(_Section):
+    """The MCP tools' permission policy (docs/mcp.md)."""
+
+    read: ToolRule = Field("allow", description="one of allow, ask, deny: tools that only read")
+    write: ToolRule = Field("ask", description="one of allow, ask, deny: tools that create or edit files")
+    execute: ToolRule = Field("ask", description="one of allow, ask, deny: tools that run commands")
+    destructive: ToolRule = Field(
+        "ask", description="one of allow, ask, deny: deleting, overwriting whole files, destructive commands"
+    )
+    per_tool: dict[str, ToolRule] = Field(
+        default_factory=dict,
+        description='a table of tool name = "allow" | "ask" | "deny", e.g. { run_command = "deny" }',
+    )
+    read_only: bool = Field(False, description="true or false: list and allow only the read tools")
+    secret_files: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SECRET_FILES),
+        description="gitignore-style patterns of files hidden from the tools (keys, .env files)",
+    )
+    allow_secret_files: bool = Field(False, description="true or false: let the tools see secret files")
+    max_read_kb: int = Field(256, ge=1, le=100_000, description="read_file returns at most this much, in kB")
+    command_timeout: float = Field(
+        60.0, gt=0, le=3600, description="seconds a run_command may take unless the call asks for less"
+    )
+    max_output_kb: int = Field(256, ge=1, le=100_000, description="run_command output kept, in kB")
+    destructive_commands: list[str] = Field(
+        default_factory=list,
+        description="extra regular expressions: commands matching one are destructive",
+    )
+    audit_file: str = Field("", description="where the audit log goes; empty: beside the index")
+    cache_entries: int = Field(512, ge=0, le=1_000_000, description="read results kept in memory; 0 = none")
+
+
 class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
 
 
 @dataclass

@@ -105,7 +105,13 @@ class Workspace:
                     dimension=None if embedder is None else embedder.dimension,
                 )
             index = self.settings.index
-            self._rules = IgnoreRules(self.root, max_file_bytes=index.max_file_kb * 1000, extra=index.exclude)
+            # Secret-looking files (keys, .env) stay out of the index, so out of every model prompt,
+            # unless the settings let the tools see them.
+            tools = self.settings.tools
+            hidden = [] if tools.allow_secret_files else list(tools.secret_files)
+            self._rules = IgnoreRules(
+                self.root, max_file_bytes=index.max_file_kb * 1000, extra=[*index.exclude, *hidden]
+            )
             self._indexer = Indexer(
                 self.root,
                 store,
@@ -168,9 +174,15 @@ class Workspace:
     def sync_paths(self, paths: list[str]) -> SyncReport:
         return self.indexer.sync(paths)
 
-    def update_buffer(self, rel_path: str, text: str) -> None:
-        """An editor's unsaved text for a file: searchable at once, embedded first."""
+    def update_buffer(self, rel_path: str, text: str) -> bool:
+        """An editor's unsaved text for a file: searchable at once, embedded first. A file the
+        ignore rules leave out (.gitignore, built-in exclusions) is not indexed: returns False."""
+        self._open_index()
+        assert self._rules is not None
+        if self._rules.ignored(rel_path):
+            return False
         self.indexer.index_buffer(rel_path, text)
+        return True
 
     def status(self) -> IndexStatus:
         stats = self.store.stats()
@@ -210,6 +222,11 @@ class Workspace:
                 self._backend, self._run_plan = open_backend(self.settings, detect())
             assert self._run_plan is not None
             return self._backend, self._run_plan
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the model is loaded (it loads on the first request that needs it)."""
+        return self._backend is not None
 
     @property
     def runner(self) -> SwarmRunner:

@@ -174,6 +174,24 @@ def test_gitignore_added_later_removes_files(tree: Path, tmp_path: Path) -> None
         assert set(ws.store.files()) == {"shop/service.py", "README.md", ".gitignore", "shop/.gitignore"}
 
 
+def test_secret_files_stay_out_of_the_index_unless_allowed(tree: Path, tmp_path: Path) -> None:
+    secrets = {
+        ".env": "API_TOKEN=sk-live-4242\n",
+        "deploy/server.pem": "-----BEGIN KEY-----\n",
+        "config/id_rsa": "k\n",
+    }
+    make_tree(tree, secrets)
+    with open_workspace(tree, tmp_path / "data", embedder=None) as ws:
+        ws.index()
+        assert not set(secrets) & set(ws.store.files())
+        assert all(hit.path not in secrets for hit in ws.search("API_TOKEN sk-live-4242", mode="fts"))
+    options = {"index": {"location": str(tmp_path / "data2")}, "tools": {"allow_secret_files": True}}
+    loaded = load_settings(tree, options, env={}, user_file=tmp_path / "none.toml")
+    with Workspace(tree, loaded=loaded, embedder=None) as ws:
+        ws.index()
+        assert ".env" in ws.store.files()
+
+
 def test_unsaved_buffer_is_searchable_and_the_disk_wins_on_next_scan(tree: Path, tmp_path: Path) -> None:
     with open_workspace(tree, tmp_path / "data") as ws:
         ws.index()

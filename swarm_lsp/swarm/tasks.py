@@ -54,7 +54,7 @@ from typing import Literal, get_args
 
 from tree_sitter import Node
 
-from swarm_lsp.index.chunker import estimate_tokens
+from swarm_lsp.index.chunker import estimate_tokens, parse_file
 from swarm_lsp.index.languages import Grammar, detect_language, grammar
 from swarm_lsp.models.base import Message
 
@@ -70,6 +70,7 @@ __all__ = [
     "build_messages",
     "max_tokens_for",
     "parse_answer",
+    "selection_around",
     "stop_strings",
     "validate_edit",
 ]
@@ -495,6 +496,20 @@ def _span(text: str, rng: TextRange | None) -> tuple[int, int]:
     line_end = _line_end(text, starts, last)
     end = line_end if rng.end_col is None else min(starts[last] + rng.end_col, line_end)
     return start, max(start, end)
+
+
+def selection_around(path: str, file_text: str, line: int) -> TextRange:
+    """What an action at a cursor on 1-based `line` works on: the innermost definition around it
+    (function, method, class, markdown section...), else the line itself."""
+    around = [
+        symbol
+        for symbol in parse_file(path, file_text).symbols
+        if symbol.kind != "variable" and symbol.start_line <= line <= symbol.end_line
+    ]
+    if not around:
+        return TextRange(line, line)
+    innermost = min(around, key=lambda symbol: symbol.end_line - symbol.start_line)
+    return TextRange(innermost.start_line, innermost.end_line)
 
 
 def apply_edit(file_text: str, edit: Edit) -> str:

@@ -1,0 +1,163 @@
+"""The tools of one workspace, ready to serve: registry, policy, cache, audit log, write journal.
+
+A front door builds one `Toolbox` per workspace, calls `start()` (which removes temp files left by
+a crashed write and starts the first index sync in the background), passes a `Caller` to
+`registry.call` for every request, and calls `close()` when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from swarm_lsp.tools.atomic import WriteJournal
+from swarm_lsp.tools.audit import AuditLog
+from swarm_lsp.tools.cache import ResultCache
+from swarm_lsp.tools.env import ToolEnv
+from swarm_lsp.tools.fs import FILE_TOOLS
+from swarm_lsp.tools.registry import Caller, Policy, Registry, Tool
+from swarm_lsp.tools.sandbox import SafePath, Sandbox
+from swarm_lsp.tools.search import INDEX_TOOLS
+from swarm_lsp.tools.shell import SHELL_TOOLS
+from swarm_lsp.tools.swarm import SWARM_TOOLS
+from swarm_lsp.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+ALL_TOOLS: list[Tool[ToolEnv]] = [*FILE_TOOLS, *INDEX_TOOLS, *SWARM_TOOLS, *SHELL_TOOLS]
+
+
+def audit_path(workspace: Workspace) -> Path:
+    configured = workspace.settings.tools.audit_file
+    if configured:
+        path = Path(configured).expanduser()
+        return path if path.is_absolute() else workspace.root / path
+    return workspace.data_dir / "audit.jsonl"
+
+
+class Toolbox:
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        read_only: bool | None = None,
+        tools: Sequence[Tool[ToolEnv]] = ALL_TOOLS,
+        watch: bool | None = None,
+    ) -> None:
+        self.workspace = workspace
+        settings = workspace.settings.tools
+        if read_only is not None:
+            settings = settings.model_copy(update={"read_only": read_only})
+        self.settings = settings
+        self.watch = workspace.settings.index.watch if watch is None else watch
+        self.cache = ResultCache(settings.cache_entries)
+        self.audit = AuditLog(audit_path(workspace))
+        self.journal = WriteJournal(workspace.data_dir / "pending-writes")
+        self.registry: Registry[ToolEnv] = Registry(
+            tools,
+            Policy(settings, [tool.name for tool in tools]),
+            make_env=self._env,
+            audit=self.audit,
+            cache=self.cache,
+        )
+        self._index_lock = threading.Lock()
+        self._indexed = threading.Event()
+        self._stop = threading.Event()
+        self._embedding: threading.Thread | None = None
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> list[Path]:
+        """Clean up after a crash; returns the temp files of interrupted writes that were removed."""
+        removed = self.journal.recover()
+        for path in removed:
+            log.warning("removed %s, left by a write that was interrupted", path)
+        return removed
+
+    def close(self) -> None:
+        """Stop background embedding. The workspace (index, watcher, model) is closed by its owner."""
+        self._stop.set()
+        with self._index_lock:  # a first sync still running stops at its next file
+            pass
+        if self._embedding is not None:
+            self._embedding.join(timeout=30)
+            self._embedding = None
+
+    async def ensure_index(self) -> None:
+        """The first sync (once), then the watcher and background embedding."""
+        if self._indexed.is_set():
+            return
+        await asyncio.to_thread(self._sync_once)
+
+    def _sync_once(self) -> None:
+        with self._index_lock:
+            if self._indexed.is_set():
+                return
+            report = self.workspace.index(embed=False, cancel=self._stop)
+            log.info(
+                "index: %d parsed, %d unchanged, %d removed", report.parsed, report.unchanged, report.deleted
+            )
+            self._indexed.set()
+            if self.watch:
+                watcher = self.workspace.start_watching()
+                earlier = watcher.on_sync
+
+                def on_sync(sync_report: Any) -> None:
+                    self.cache.index_changed()
+                    if earlier is not None:
+                        earlier(sync_report)
+
+                watcher.on_sync = on_sync
+            if self.workspace.embedder is not None and not self._stop.is_set():
+                self._embedding = threading.Thread(
+                    target=self._embed, name="swarm-lsp-mcp-embed", daemon=True
+                )
+                self._embedding.start()
+
+    def _embed(self) -> None:
+        try:
+            self.workspace.indexer.embed_backlog(cancel=self._stop)
+        except Exception:  # background work: report and carry on with full-text search
+            log.exception("embedding the index backlog failed; search uses full text until the next sync")
+        self.cache.index_changed()
+
+    # ---------------------------------------------------------------------------------- calls
+
+    def sandbox(self, roots: tuple[Path, ...] | None = None) -> Sandbox:
+        return Sandbox(
+            roots or (self.workspace.root,),
+            workspace_root=self.workspace.root,
+            read_only_paths=(self.workspace.data_dir, self.audit.path),
+            secret_patterns=self.settings.secret_files,
+            allow_secrets=self.settings.allow_secret_files,
+        )
+
+    def _env(self, caller: Caller) -> ToolEnv:
+        return ToolEnv(
+            workspace=self.workspace,
+            settings=self.settings,
+            sandbox=self.sandbox(caller.roots),
+            cache=self.cache,
+            journal=self.journal,
+            caller=caller,
+            index_ready=self.ensure_index,
+            wrote=self._wrote,
+        )
+
+    async def _wrote(self, paths: Sequence[SafePath]) -> None:
+        self.cache.invalidate_paths([safe.path for safe in paths])
+        if not self._indexed.is_set():
+            return  # the first sync, still to come, will see them
+        root = self.workspace.root
+        rels = [safe.path.relative_to(root).as_posix() for safe in paths if safe.path.is_relative_to(root)]
+        if not rels:
+            return
+        try:
+            await asyncio.to_thread(self.workspace.sync_paths, rels)
+        except Exception:  # the watcher syncs them again; a write must not fail because of the index
+            log.exception("could not index %s after writing it", ", ".join(rels))
+        self.cache.index_changed()
