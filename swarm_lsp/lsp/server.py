@@ -94,35 +94,9 @@ def create_server() -> SwarmServer:
 
     # ----------------------------------------------------------------- commands
 
-    @server.command(actions.EXPLAIN)
-    @answers_errors
-    async def explain(ls: SwarmServer, *arguments: Any) -> dict[str, Any]:
-        return await ls.answer(actions.parse_request(actions.EXPLAIN, arguments))
-
-    @server.command(actions.REFACTOR)
-    @answers_errors
-    async def refactor(ls: SwarmServer, *arguments: Any) -> dict[str, Any]:
-        return await ls.answer(actions.parse_request(actions.REFACTOR, arguments))
-
-    @server.command(actions.DOCUMENT)
-    @answers_errors
-    async def document(ls: SwarmServer, *arguments: Any) -> dict[str, Any]:
-        return await ls.answer(actions.parse_request(actions.DOCUMENT, arguments))
-
-    @server.command(actions.FIX)
-    @answers_errors
-    async def fix(ls: SwarmServer, *arguments: Any) -> dict[str, Any]:
-        return await ls.answer(actions.parse_request(actions.FIX, arguments))
-
-    @server.command(actions.ASK)
-    @answers_errors
-    async def ask(ls: SwarmServer, *arguments: Any) -> dict[str, Any]:
-        return await ls.answer(actions.parse_request(actions.ASK, arguments))
-
-    @server.command(actions.CHAT)
-    @answers_errors
-    async def chat(ls: SwarmServer, *arguments: Any) -> dict[str, Any]:
-        return await ls.answer(actions.parse_request(actions.CHAT, arguments))
+    # The task commands: each parses its arguments into a core request and runs it.
+    for name in (actions.EXPLAIN, actions.REFACTOR, actions.DOCUMENT, actions.FIX, actions.ASK, actions.CHAT):
+        server.command(name)(answers_errors(_task_command(name)))
 
     @server.command(actions.EXPLAIN_CODEBASE)
     @answers_errors
@@ -171,3 +145,13 @@ def create_server() -> SwarmServer:
 def _work_done_token() -> types.ProgressToken | None:
     params = current_command.get()
     return params.work_done_token if params is not None else None
+
+
+def _task_command(name: str):
+    """The handler of task command `name` (pygls reads its signature: keep it `(ls, *arguments)`)."""
+
+    async def run_task(ls: SwarmServer, *arguments: Any) -> dict[str, Any]:
+        return await ls.answer(actions.parse_request(name, arguments))
+
+    run_task.__name__ = name.replace(".", "_")
+    return run_task
