@@ -204,7 +204,8 @@ def test_mcp_inspector_cli_lists_tools_and_calls_search_code(workspace):
         pytest.skip("npx (Node.js) is not installed, so the MCP Inspector CLI cannot run")
     root, env = workspace
     server = [SWARM_LSP, "mcp", "--workspace", str(root)]
-    inspector = [npx, "-y", "@modelcontextprotocol/inspector", "--cli", *server]
+    # Pinned: the version this test was written against (npx fetches it from the npm registry once).
+    inspector = [npx, "-y", "@modelcontextprotocol/inspector@0.15.0", "--cli", *server]
     listed = subprocess.run(
         [*inspector, "--method", "tools/list"], env=env, capture_output=True, text=True, timeout=300
     )
