@@ -9,8 +9,10 @@ sibling folders (copy-1/, copy-2/, ...) until the tree has enough, and the outpu
   1. first full index: `Workspace.index()` into an empty index folder;
   2. the no-change re-run as the sync call alone, on the open workspace, `--repeats` times
      (zero files may be parsed or embedded; the benchmark checks);
-  3. the same as the whole CLI process, `swarm-lsp index --json` (interpreter start, imports,
-     opening the index, the sync, the status it prints), `--repeats` times.
+  3. the same as the whole CLI process, `swarm-lsp index --json` (interpreter start, imports, the
+     sync, the status it prints), `--repeats` times. A no-change re-run is answered there from
+     the manifest the last full sync left (swarm_lsp/index/manifest.py) without opening the
+     index; its "sync" is that check.
 
 Goal: a no-change re-run under 2 s. Prints markdown.
 """

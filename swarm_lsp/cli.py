@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -344,41 +345,83 @@ def _workspace(args: argparse.Namespace):  # -> Workspace, imported lazily to ke
 
 
 def _index(args: argparse.Namespace) -> int:
-    from swarm_lsp.progress import ProgressLine
+    if not args.status:
+        quick = _unchanged_index(args)
+        if quick is not None:
+            report, status = quick
+            return _print_index(args, report, status)
+    from swarm_lsp.progress import ProgressLine  # imports the index, hence lancedb
 
     with _workspace(args) as workspace:
+        report = None
         if not args.status:
             bar = None if args.json else ProgressLine(sys.stderr)
             report = workspace.index(progress=bar, embed=not args.no_embed)
             if bar is not None:
                 bar.finish()
-        status = workspace.status()
-        if args.json:
-            data = {"status": status.to_dict()}
-            if not args.status:
-                data["sync"] = {
-                    "parsed": report.parsed,
-                    "deleted": report.deleted,
-                    "unchanged": report.unchanged,
-                    "chunks_written": report.chunks_written,
-                    "embedded": report.embedded,
-                    "skipped": [{"path": item.path, "reason": item.reason} for item in report.skipped],
-                    "seconds": report.seconds,
-                }
-            print(json.dumps(data, indent=2))
-            return 0
-        if not args.status:
-            print(
-                f"indexed {report.parsed} files ({report.chunks_written} chunks), "
-                f"{report.unchanged} unchanged, "
-                f"{report.deleted} removed, {report.embedded} chunks embedded "
-                f"in {report.seconds.get('total', 0):.1f}s"
-            )
-            for item in report.skipped[:20]:
-                print(f"  skipped {item.path}: {item.reason}")
-            if len(report.skipped) > 20:
-                print(f"  ... and {len(report.skipped) - 20} more skipped (see --json)")
-        print(_render_status(status))
+        return _print_index(args, report, workspace.status())
+
+
+def _unchanged_index(args: argparse.Namespace):  # -> (report, status) | None
+    """A no-change re-run answered from the manifest of the last full sync, without opening the
+    index (and importing lancedb): see swarm_lsp/index/manifest.py. None means: do the full sync."""
+    from types import SimpleNamespace
+
+    from swarm_lsp.config import index_data_dir
+    from swarm_lsp.index import manifest
+    from swarm_lsp.index.ignore import Skipped, workspace_rules
+
+    started = time.monotonic()
+    root = (args.workspace or Path.cwd()).resolve()
+    settings = load_settings(root).settings
+    snapshot = manifest.read(index_data_dir(root, settings))
+    if snapshot is None or (not args.no_embed and snapshot.status.get("embedding_backlog")):
+        return None
+    found = manifest.check_unchanged(
+        workspace_rules(root, settings), snapshot, manifest.fingerprint_for(root, settings)
+    )
+    if found is None:
+        return None
+    elapsed = time.monotonic() - started
+    report = SimpleNamespace(
+        parsed=0,
+        deleted=0,
+        unchanged=found.unchanged,
+        chunks_written=0,
+        embedded=0,
+        skipped=[Skipped(path, reason) for path, reason in found.skipped],
+        seconds={"scan": elapsed, "total": elapsed},
+    )
+    return report, SimpleNamespace(**found.status)
+
+
+def _print_index(args: argparse.Namespace, report, status) -> int:
+    if args.json:
+        data = {"status": status.to_dict() if hasattr(status, "to_dict") else dict(vars(status))}
+        if report is not None:
+            data["sync"] = {
+                "parsed": report.parsed,
+                "deleted": report.deleted,
+                "unchanged": report.unchanged,
+                "chunks_written": report.chunks_written,
+                "embedded": report.embedded,
+                "skipped": [{"path": item.path, "reason": item.reason} for item in report.skipped],
+                "seconds": report.seconds,
+            }
+        print(json.dumps(data, indent=2))
+        return 0
+    if report is not None:
+        print(
+            f"indexed {report.parsed} files ({report.chunks_written} chunks), "
+            f"{report.unchanged} unchanged, "
+            f"{report.deleted} removed, {report.embedded} chunks embedded "
+            f"in {report.seconds.get('total', 0):.1f}s"
+        )
+        for item in report.skipped[:20]:
+            print(f"  skipped {item.path}: {item.reason}")
+        if len(report.skipped) > 20:
+            print(f"  ... and {len(report.skipped) - 20} more skipped (see --json)")
+    print(_render_status(status))
     return 0
 
 

@@ -186,6 +186,12 @@ def workspace_data_dir(root: Path) -> Path:
     return cache_root() / "workspaces" / f"{resolved.name or 'root'}-{digest}"
 
 
+def index_data_dir(root: Path, settings: Settings) -> Path:
+    """The folder of a workspace's index: `index.location`, else the platform cache dir."""
+    location = settings.index.location
+    return Path(location).expanduser().resolve() if location else workspace_data_dir(root)
+
+
 def load_settings(
     workspace: Path | None = None,
     editor_options: Mapping[str, Any] | None = None,

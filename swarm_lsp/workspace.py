@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
-from swarm_lsp.config import LoadedSettings, Settings, load_settings, workspace_data_dir
+from swarm_lsp.config import LoadedSettings, Settings, index_data_dir, load_settings
+from swarm_lsp.index import manifest
 from swarm_lsp.index.embed import Embedder, describe_unavailable, open_embedder
-from swarm_lsp.index.ignore import IgnoreRules
+from swarm_lsp.index.ignore import IgnoreRules, workspace_rules
 from swarm_lsp.index.indexer import Indexer, ProgressCallback, SyncReport
 from swarm_lsp.index.store import IndexStore
 from swarm_lsp.index.watcher import Watcher
@@ -86,8 +87,7 @@ class Workspace:
 
     @property
     def data_dir(self) -> Path:
-        location = self.settings.index.location
-        return Path(location).expanduser().resolve() if location else workspace_data_dir(self.root)
+        return index_data_dir(self.root, self.settings)
 
     # -------------------------------------------------------------- lazy parts
 
@@ -105,13 +105,7 @@ class Workspace:
                     dimension=None if embedder is None else embedder.dimension,
                 )
             index = self.settings.index
-            # Secret-looking files (keys, .env) stay out of the index, so out of every model prompt,
-            # unless the settings let the tools see them.
-            tools = self.settings.tools
-            hidden = [] if tools.allow_secret_files else list(tools.secret_files)
-            self._rules = IgnoreRules(
-                self.root, max_file_bytes=index.max_file_kb * 1000, extra=[*index.exclude, *hidden]
-            )
+            self._rules = workspace_rules(self.root, self.settings)
             self._indexer = Indexer(
                 self.root,
                 store,
@@ -169,7 +163,22 @@ class Workspace:
         cancel: threading.Event | None = None,
     ) -> SyncReport:
         """Bring the whole index up to date (scan, parse, write, then embed the backlog)."""
-        return self.indexer.sync(progress=progress, embed=embed, cancel=cancel)
+        return self.indexer.sync(progress=progress, embed=embed, cancel=cancel, on_full_sync=self._snapshot)
+
+    def _snapshot(self, report: SyncReport) -> None:
+        """Write the no-change manifest (index/manifest.py) of the sync that just finished."""
+        skipped: dict[str, tuple[int, int, str]] = {}
+        for item in report.skipped:
+            try:
+                info = (self.root / item.path).lstat()
+            except OSError:
+                continue
+            skipped[item.path] = (info.st_size, info.st_mtime_ns, item.reason)
+        files = {path: (known.size, known.mtime_ns) for path, known in self.store.files().items()}
+        status = self.status().to_dict()
+        status["watching"] = False
+        key = manifest.fingerprint_for(self.root, self.settings)
+        manifest.write(self.data_dir, manifest.Manifest(key, files, skipped, status))
 
     def sync_paths(self, paths: list[str]) -> SyncReport:
         return self.indexer.sync(paths)

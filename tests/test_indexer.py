@@ -390,3 +390,22 @@ def test_watcher_picks_up_an_edit_and_a_burst_as_few_syncs(tree: Path, tmp_path:
         watcher.resume()
         (tree / "README.md").write_text("# Shop\n\nResumed.\n")
         assert wait_for(lambda: "shop/service.py" not in ws.store.files())
+
+
+def test_name_patterns_match_exactly_as_gitignore_does(tmp_path: Path) -> None:
+    import pathspec
+
+    from swarm_lsp.config import DEFAULT_SECRET_FILES
+    from swarm_lsp.index.ignore import IgnoreRules
+
+    patterns = [*DEFAULT_SECRET_FILES, "*.log", "build/", "docs/*.tmp", "[Tt]humbs.db"]
+    fast = IgnoreRules(tmp_path, extra=patterns)
+    reference = pathspec.GitIgnoreSpec.from_lines(patterns)
+    paths = [
+        ".env", "a/.env", ".env.local", "src/.env/x.py", "environment.py", "keys/server.pem", "x.pem.bak",
+        "id_rsa", "home/id_rsa.pub", "credentials", "credentials.yaml", "app/credentials.py", "run.log",
+        "build/out.js", "src/build/x.py", "docs/a.tmp", "docs/sub/a.tmp", "Thumbs.db", "x/thumbs.db",
+        "main.py", ".npmrc", "a/.git-credentials",
+    ]  # fmt: skip
+    for path in paths:
+        assert fast.ignored(path) == reference.match_file(path), path

@@ -6,11 +6,14 @@ same way whichever noticed it.
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pathspec
 
@@ -62,7 +65,8 @@ class IgnoreRules:
     def __init__(self, root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, extra: list[str] = ()):
         self.root = root.resolve()
         self.max_file_bytes = max_file_bytes
-        self._extra = pathspec.GitIgnoreSpec.from_lines(list(extra)) if extra else None
+        self._names, rest = _name_globs(list(extra))
+        self._extra = pathspec.GitIgnoreSpec.from_lines(rest) if rest else None
         self._specs: dict[str, pathspec.GitIgnoreSpec | None] = {}
 
     def _spec_for(self, directory: str) -> pathspec.GitIgnoreSpec | None:
@@ -91,6 +95,8 @@ class IgnoreRules:
             return True
         name = parts[-1]
         if not is_dir and (any(name.endswith(suffix) for suffix in BUILTIN_IGNORED_SUFFIXES)):
+            return True
+        if self._names is not None and any(self._names.match(part) for part in parts):
             return True
         candidate = rel_path + "/" if is_dir else rel_path
         if self._extra is not None and self._extra.match_file(candidate):
@@ -159,3 +165,34 @@ class IgnoreRules:
                         stack.append(rel)
                 elif not self.ignored(rel):
                     yield rel, Path(entry.path)
+
+
+def _name_globs(patterns: list[str]) -> tuple[re.Pattern[str] | None, list[str]]:
+    """Split off the patterns that only name a file or folder (no slash, e.g. `*.pem`, `.env.*`) into
+    one regex over path components; the rest stay gitignore patterns.
+
+    Same meaning (gitignore: a pattern without a slash matches a name at any depth), but one regex
+    per path instead of a pathspec pass per pattern: with the two dozen secret-file patterns that
+    made a 13,000-file scan 0.35 s slower. Negations depend on pattern order, so any `!` keeps all
+    of them in pathspec.
+    """
+    if any(pattern.lstrip().startswith("!") for pattern in patterns):
+        return None, patterns
+    names = [
+        pattern
+        for pattern in patterns
+        if pattern.strip() and not pattern.startswith("#") and not set(pattern) & set("/\\ ")
+    ]
+    rest = [pattern for pattern in patterns if pattern not in names]
+    if not names:
+        return None, rest
+    return re.compile("|".join(fnmatch.translate(name) for name in names)), rest
+
+
+def workspace_rules(root: Path, settings: Any) -> IgnoreRules:
+    """The ignore rules a workspace indexes by (`settings` is a `config.Settings`): the index's own
+    excludes, and secret-looking files unless the settings let the tools see them (so those never
+    reach the index, hence never a model's prompt)."""
+    index, tools = settings.index, settings.tools
+    hidden = [] if tools.allow_secret_files else list(tools.secret_files)
+    return IgnoreRules(root, max_file_bytes=index.max_file_kb * 1000, extra=[*index.exclude, *hidden])

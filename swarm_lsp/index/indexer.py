@@ -175,8 +175,12 @@ class Indexer:
         progress: ProgressCallback | None = None,
         embed: bool = False,
         cancel: threading.Event | None = None,
+        on_full_sync: Callable[[SyncReport], None] | None = None,
     ) -> SyncReport:
-        """Bring the index up to date with the disk. Embeds the backlog too when `embed` is set."""
+        """Bring the index up to date with the disk. Embeds the backlog too when `embed` is set.
+
+        `on_full_sync` runs at the end of a complete scan (no `paths`, not cancelled), still inside
+        the writer lock, after the last write: the workspace writes its no-change manifest there."""
         report = SyncReport()
         started = time.monotonic()
         with self._writer(report):
@@ -199,7 +203,9 @@ class Indexer:
             if embed and self.embedder is not None:
                 report.embedded = self.embed_backlog(progress=progress, cancel=cancel)
             self.store.maybe_optimize()
-        report.seconds["total"] = time.monotonic() - started
+            report.seconds["total"] = time.monotonic() - started
+            if on_full_sync is not None and paths is None and not (cancel is not None and cancel.is_set()):
+                on_full_sync(report)
         if progress:
             progress(Progress("done", report.parsed, report.parsed, chunks=report.chunks_written))
         return report

@@ -8,6 +8,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+SCHEMA_VERSION = 1
+"""Bump when a data table's columns or their meaning change; the next open rebuilds."""
+
 
 def text_hash(text: str) -> str:
     """Content address of a chunk's text: the embedding cache key (with the embedder id)."""

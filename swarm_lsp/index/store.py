@@ -79,13 +79,11 @@ from lancedb.expr import Expr, col, lit
 from lancedb.index import FTS, IvfPq
 
 from swarm_lsp.config import workspace_data_dir
-from swarm_lsp.index.records import Chunk, FileRecord, ParsedFile, Reference, Symbol
+from swarm_lsp.index import manifest
+from swarm_lsp.index.records import SCHEMA_VERSION, Chunk, FileRecord, ParsedFile, Reference, Symbol
 from swarm_lsp.models.base import SwarmLspError
 
 logger = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-"""Bump when a data table's columns or their meaning change; the next open rebuilds."""
 
 META_FILE = "meta.json"
 JOURNAL_FILE = "pending.json"
@@ -586,10 +584,13 @@ class IndexStore:
         _write_meta(self.directory / META_FILE, self._meta)
 
     def _check_writable(self) -> None:
+        """Called before every write: refuses a read-only store, and drops the no-change manifest
+        (index/manifest.py) so a write that is interrupted can never leave a stale one."""
         if self.read_only:
             raise IndexStoreError(
                 "this index was opened read-only; only the process holding the lock writes it"
             )
+        manifest.invalidate(self.directory.parent)
 
     def _require_dimension(self) -> int:
         if self.dimension is None:
