@@ -120,11 +120,11 @@ def workspace(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def runner_for(model: LlamaCppBackend, workspace: Workspace, **options) -> SwarmRunner:
     options.setdefault("voters", 3)
     options.setdefault("max_tokens", 48)
+    options.setdefault("context_length", model.info.context_length)
     return SwarmRunner(
         model,
         workspace.retriever,
         workspace.root,
-        context_length=model.info.context_length,
         temperature=0.7,
         voter_timeout=120.0,
         **options,
@@ -294,6 +294,24 @@ async def test_chat_second_turn_reuses_the_conversation_prefix(model, workspace)
     assert stats.prompt_tokens > first_prompt
     assert stats.evaluated_prompt_tokens <= stats.prompt_tokens - first_prompt + 64 + 2
     assert stats.reused_tokens >= first_prompt - 64
+
+
+async def test_a_chat_that_outgrows_the_window_leaves_out_its_oldest_turns(model, workspace) -> None:
+    runner = runner_for(model, workspace, voters=1, max_tokens=40, context_length=900, compress=False)
+    filler = "Please keep in mind that the routing table may hold many patterns and handlers. " * 6
+    trimmed = []
+    for turn in range(5):
+        task = Task(
+            kind="chat", prompt=f"Turn {turn}: {filler} What does match_route do?", conversation_id="long"
+        )
+        result = await runner.run(task)
+        assert result.answer.strip()
+        assert model.last_stats.prompt_tokens + 40 <= 900
+        trimmed += [note for note in result.notes if "left out to fit" in note]
+    assert trimmed, "five long turns cannot fit a 900-token window without leaving some out"
+    history = runner.conversations["long"].history
+    assert history[-2].content.startswith("Turn 4:") or "Turn 4:" in history[-2].content
+    assert len(history) < 10
 
 
 async def test_workspace_run_uses_the_configured_model(repo: Path, tmp_path: Path) -> None:

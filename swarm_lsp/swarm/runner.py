@@ -168,6 +168,8 @@ class SwarmRunner:
             cut += over + REFIT_SLACK_TOKENS
             context, citations = await self._context(task, max_tokens, cancel, notes, cut=cut)
             messages = build_messages(task, context, context_citations=citations)
+        if continuing:
+            messages = self._trim_history(task, context, citations, messages, max_tokens, notes)
         timings["retrieve"] = time.monotonic() - started
         tick = time.monotonic()
         generated = await self.engine.generate(
@@ -238,6 +240,28 @@ class SwarmRunner:
     def _continuing(self) -> set[str | None]:
         """Conversations past their first turn: their context is fixed (the KV cache holds it)."""
         return {key for key, c in self.conversations.items() if c.history}
+
+    def _trim_history(
+        self,
+        task: Task,
+        context: str,
+        citations: list[str],
+        messages: list[Message],
+        max_tokens: int,
+        notes: list[str],
+    ) -> list[Message]:
+        """A chat that outgrew the window leaves out its oldest turns (the context stays). The
+        conversation keeps the shorter history, so later turns share a prefix again."""
+        dropped = 0
+        while self._overshoot(messages, max_tokens) > 0 and len(task.history) >= 2:
+            task.history = list(task.history)[2:]
+            dropped += 1
+            messages = build_messages(task, context, context_citations=citations)
+        if dropped:
+            assert task.conversation_id is not None
+            self.conversations[task.conversation_id].history = list(task.history)
+            notes.append(f"{dropped} earlier turn(s) of this chat left out to fit the model's window")
+        return messages
 
     def _overshoot(self, messages: Sequence[Message], max_tokens: int) -> int:
         """Tokens by which prompt plus answer exceed the window (<= 0 when they fit)."""
