@@ -149,8 +149,7 @@ def _add_workspace(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> LoadedSettings:
-    workspace = (args.workspace or Path.cwd()).resolve()
-    return load_settings(workspace)
+    return load_settings(_root(args))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -243,10 +242,8 @@ def _mcp(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from swarm_lsp.tools.audit import read_audit
     from swarm_lsp.tools.toolbox import audit_path
-    from swarm_lsp.workspace import Workspace
 
-    root = (args.workspace or Path.cwd()).resolve()
-    path = audit_path(Workspace(root, loaded=load_settings(root)))
+    path = audit_path(_workspace(args))
     entries = [entry for entry in read_audit(path) if args.tool is None or entry.get("tool") == args.tool]
     if args.last > 0:
         entries = entries[-args.last :]
@@ -337,22 +334,27 @@ def _models_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workspace(args: argparse.Namespace):  # -> Workspace, imported lazily to keep `--help` fast
-    from swarm_lsp.workspace import Workspace
+def _workspace(args: argparse.Namespace, loaded: LoadedSettings | None = None):  # -> Workspace
+    from swarm_lsp.workspace import Workspace  # imported here to keep `--help` fast
 
-    root = (args.workspace or Path.cwd()).resolve()
-    return Workspace(root, loaded=load_settings(root))
+    root = _root(args)
+    return Workspace(root, loaded=loaded or load_settings(root))
+
+
+def _root(args: argparse.Namespace) -> Path:
+    return (args.workspace or Path.cwd()).resolve()
 
 
 def _index(args: argparse.Namespace) -> int:
+    loaded = load_settings(_root(args))
     if not args.status:
-        quick = _unchanged_index(args)
+        quick = _unchanged_index(args, loaded)
         if quick is not None:
             report, status = quick
             return _print_index(args, report, status)
     from swarm_lsp.progress import ProgressLine  # imports the index, hence lancedb
 
-    with _workspace(args) as workspace:
+    with _workspace(args, loaded) as workspace:
         report = None
         if not args.status:
             bar = None if args.json else ProgressLine(sys.stderr)
@@ -362,7 +364,7 @@ def _index(args: argparse.Namespace) -> int:
         return _print_index(args, report, workspace.status())
 
 
-def _unchanged_index(args: argparse.Namespace):  # -> (report, status) | None
+def _unchanged_index(args: argparse.Namespace, loaded: LoadedSettings):  # -> (report, status) | None
     """A no-change re-run answered from the manifest of the last full sync, without opening the
     index (and importing lancedb): see swarm_lsp/index/manifest.py. None means: do the full sync."""
     from types import SimpleNamespace
@@ -372,8 +374,8 @@ def _unchanged_index(args: argparse.Namespace):  # -> (report, status) | None
     from swarm_lsp.index.ignore import Skipped, workspace_rules
 
     started = time.monotonic()
-    root = (args.workspace or Path.cwd()).resolve()
-    settings = load_settings(root).settings
+    root = _root(args)
+    settings = loaded.settings
     snapshot = manifest.read(index_data_dir(root, settings))
     if snapshot is None or (not args.no_embed and snapshot.status.get("embedding_backlog")):
         return None

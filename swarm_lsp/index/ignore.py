@@ -193,6 +193,12 @@ def workspace_rules(root: Path, settings: Any) -> IgnoreRules:
     """The ignore rules a workspace indexes by (`settings` is a `config.Settings`): the index's own
     excludes, and secret-looking files unless the settings let the tools see them (so those never
     reach the index, hence never a model's prompt)."""
-    index, tools = settings.index, settings.tools
-    hidden = [] if tools.allow_secret_files else list(tools.secret_files)
-    return IgnoreRules(root, max_file_bytes=index.max_file_kb * 1000, extra=[*index.exclude, *hidden])
+    index = settings.index
+    extra = [*index.exclude, *hidden_patterns(settings)]
+    return IgnoreRules(root, max_file_bytes=index.max_file_kb * 1000, extra=extra)
+
+
+def hidden_patterns(settings: Any) -> list[str]:
+    """The secret-file patterns the index leaves out: none when the settings allow secret files."""
+    tools = settings.tools
+    return [] if tools.allow_secret_files else list(tools.secret_files)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarm_lsp.index.ignore import IgnoreRules
+from swarm_lsp.index.ignore import IgnoreRules, hidden_patterns
 from swarm_lsp.index.records import SCHEMA_VERSION
 
 MANIFEST_FILE = "manifest.json"
@@ -78,9 +78,7 @@ def fingerprint(root: Path, index_settings: dict[str, Any], hidden: list[str]) -
 
 def fingerprint_for(root: Path, settings: Any) -> str:
     """`fingerprint` of a workspace's settings (`settings` is a `config.Settings`)."""
-    tools = settings.tools
-    hidden = [] if tools.allow_secret_files else list(tools.secret_files)
-    return fingerprint(root, settings.index.model_dump(), hidden)
+    return fingerprint(root, settings.index.model_dump(), hidden_patterns(settings))
 
 
 def write(data_dir: Path, manifest: Manifest) -> None:

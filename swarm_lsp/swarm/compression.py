@@ -25,7 +25,6 @@ and a request the server still rejects as too long is split in two.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,6 +42,7 @@ from swarm_lsp.models.base import (
 )
 from swarm_lsp.retrieval import ContextPack, ContextPiece
 from swarm_lsp.swarm.engine import Cancelled
+from swarm_lsp.swarm.measure import TokenMeasure
 
 Stage = Literal["map", "reduce"]
 TokenCounter = Callable[[str], int]
@@ -52,8 +52,6 @@ MIN_SUMMARY_TOKENS = 16
 """Below this a summary says nothing; rather summarise at full length and reduce again."""
 MIN_GROUP_TOKENS = 64
 """A window leaving less room than this for the text to summarise is too small to compress with."""
-ESTIMATE_MARGIN = 1.3
-"""Without the model's tokenizer: code runs nearer 3 characters a token than the estimate's 4."""
 WINDOW_SLACK = 8
 """Model tokens kept free in each request: tokenization at the joins of pieces is not additive."""
 ITEM_JOIN_TOKENS = 2
@@ -254,27 +252,19 @@ class _Compressor:
         self.summary_tokens = summary_tokens
         self.notes: list[str] = []
         self.requests = 0
-        # Duck-typed: the Backend protocol has no tokenizer, llama.cpp has one.
-        tokenize = getattr(backend, "tokenize", None)
-        prompt_tokens = getattr(backend, "prompt_tokens", None)
-        self._tokenize = tokenize if callable(tokenize) else None
-        self._prompt_tokens = prompt_tokens if callable(prompt_tokens) else None
+        self._measure = TokenMeasure(backend, count_tokens)
 
     # -- measures ----------------------------------------------------------------------------
 
     def model_tokens(self, text: str) -> int:
-        if self._tokenize is not None and self._prompt_tokens is not None:
-            return len(self._tokenize(text))
-        return math.ceil(self.count_tokens(text) * ESTIMATE_MARGIN)
+        return self._measure.text(text)
 
     def item_cost(self, text: str) -> int:
         """Model tokens an item takes in a group, with the blank line that joins it to the next."""
         return self.model_tokens(text) + ITEM_JOIN_TOKENS
 
     def prompt_size(self, messages: Sequence[Message]) -> int:
-        if self._tokenize is not None and self._prompt_tokens is not None:
-            return len(self._prompt_tokens(messages))
-        return sum(self.model_tokens(message.content) + 8 for message in messages)
+        return self._measure.prompt(messages)
 
     def group_capacity(self, stage: Stage) -> int:
         """Model tokens a group may take: the window less the prompt, the summary and slack."""

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarm_lsp.index.chunker import estimate_tokens
 from swarm_lsp.models.base import Backend, CancellationToken, GenerationRequest, Message, Sampling
 from swarm_lsp.retrieval import ContextPack, Focus, Retriever
 from swarm_lsp.swarm.compression import Budget, fit_context
 from swarm_lsp.swarm.engine import ProgressCallback, SwarmEngine, SwarmProgress
 from swarm_lsp.swarm.grounding import check_citations, find_citations
+from swarm_lsp.swarm.measure import TokenMeasure
 from swarm_lsp.swarm.tasks import (
     CODE_KINDS,
     Edit,
@@ -42,8 +42,6 @@ MAX_CONTEXT_SOURCES = 8
 MAX_REFITS = 3
 """Times a context that overshoots the window (measured in model tokens) is retrieved again, smaller."""
 REFIT_SLACK_TOKENS = 32
-ESTIMATE_MARGIN = 1.3
-"""Without the model's tokenizer: code runs nearer 3 characters a token than the estimate's 4."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +132,7 @@ class SwarmRunner:
         self.strategy = strategy
         self.compress = compress
         self.engine = SwarmEngine([backend], temperature=temperature, voter_timeout=voter_timeout)
+        self.measure = TokenMeasure(backend)
         self.conversations: dict[str, Conversation] = {}
 
     async def run(
@@ -154,7 +153,7 @@ class SwarmRunner:
         started = time.monotonic()
         voters = voters or self.voters
         max_tokens = max_tokens_for(task, self.max_tokens)
-        continuing = task.kind == "chat" and task.conversation_id in self._continuing
+        continuing = self._continues(task)
         context, citations = await self._context(task, max_tokens, cancel, notes)
         messages = build_messages(task, context, context_citations=citations)
         # The budget was counted with the estimate (4 characters a token); code often runs nearer 3.
@@ -236,10 +235,10 @@ class SwarmRunner:
 
     # ------------------------------------------------------------------ context
 
-    @property
-    def _continuing(self) -> set[str | None]:
-        """Conversations past their first turn: their context is fixed (the KV cache holds it)."""
-        return {key for key, c in self.conversations.items() if c.history}
+    def _continues(self, task: Task) -> bool:
+        """A chat past its first turn: its context is fixed (the KV cache holds it)."""
+        conversation = self.conversations.get(task.conversation_id or "")
+        return task.kind == "chat" and conversation is not None and bool(conversation.history)
 
     def _trim_history(
         self,
@@ -265,13 +264,7 @@ class SwarmRunner:
 
     def _overshoot(self, messages: Sequence[Message], max_tokens: int) -> int:
         """Tokens by which prompt plus answer exceed the window (<= 0 when they fit)."""
-        # Duck-typed: the Backend protocol has no tokenizer, llama.cpp has one.
-        count = getattr(self.backend, "prompt_tokens", None)
-        if callable(count):
-            used = len(count(messages))
-        else:
-            used = int(sum(estimate_tokens(m.content) + 8 for m in messages) * ESTIMATE_MARGIN)
-        return used + max_tokens - self.context_length
+        return self.measure.prompt(messages) + max_tokens - self.context_length
 
     async def _context(
         self,
@@ -282,11 +275,11 @@ class SwarmRunner:
         *,
         cut: int = 0,
     ) -> tuple[str, list[str]]:
-        if task.kind == "chat" and task.conversation_id in self._continuing:
+        if self._continues(task):
             conversation = self.conversations[task.conversation_id]
             task.history = list(conversation.history)
             return conversation.context, conversation.citations
-        count = self._count_tokens
+        count = self.measure.text
         overhead = PROMPT_OVERHEAD_TOKENS + count(task.prompt) + count(task.selection_text()) + cut
         budget = Budget.for_backend(self.context_length, max_tokens, overhead)
         context, citations = "", []
@@ -318,21 +311,13 @@ class SwarmRunner:
         notes: list[str],
     ) -> tuple[str, list[str]]:
         # The system message also lists the citable pieces: their room comes off the context's.
-        listed = self._count_tokens(", ".join(pack.citations)) + 8 if pack.citations else 0
+        listed = self.measure.text(", ".join(pack.citations)) + 8 if pack.citations else 0
         budget = Budget(budget.window, budget.answer_tokens, budget.prompt_overhead + listed)
         fitted = await fit_context(
-            pack, query, budget, self.backend, count_tokens=self._count_tokens, cancel=cancel
+            pack, query, budget, self.backend, count_tokens=self.measure.text, cancel=cancel
         )
         notes.extend(fitted.notes)
         return fitted.context, fitted.citations
-
-    def _count_tokens(self, text: str) -> int:
-        """Tokens of `text` in the model's own tokenizer where the backend has one, else estimated."""
-        # Duck-typed: the Backend protocol has no tokenizer, llama.cpp has one.
-        tokenize = getattr(self.backend, "tokenize", None)
-        if callable(tokenize):
-            return len(tokenize(text)) if text else 0
-        return int(estimate_tokens(text) * ESTIMATE_MARGIN)
 
     # ------------------------------------------------------------------- voting
 
