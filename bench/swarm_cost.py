@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from swarm_lsp.code.tokens import estimate_tokens
 from swarm_lsp.config import load_settings
-from swarm_lsp.index.chunker import estimate_tokens
 from swarm_lsp.models.base import GenerationRequest
 from swarm_lsp.models.catalog import bundled_model_path
 from swarm_lsp.models.llamacpp import LlamaCppBackend

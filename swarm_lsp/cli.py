@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from swarm_lsp import __version__
+from swarm_lsp.basics import SwarmLspError
 from swarm_lsp.config import ConfigError, LoadedSettings, load_settings
-from swarm_lsp.models.base import GenerationRequest, Message, Sampling, SwarmLspError
+from swarm_lsp.models.base import GenerationRequest, Message, Sampling
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -465,7 +466,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from swarm_lsp.models.base import CancellationToken
+    from swarm_lsp.basics import CancellationToken
     from swarm_lsp.swarm.tasks import Task, TextRange
 
     text_range = None

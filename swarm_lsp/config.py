@@ -19,7 +19,7 @@ from typing import Any, Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from swarm_lsp.models.base import SwarmLspError
+from swarm_lsp.basics import SwarmLspError
 
 if sys.version_info >= (3, 11):
     import tomllib

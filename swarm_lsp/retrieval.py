@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from swarm_lsp.index.chunker import estimate_tokens
+from swarm_lsp.code.tokens import estimate_tokens
 from swarm_lsp.index.embed import Embedder
 from swarm_lsp.index.graph import RepoGraph
 from swarm_lsp.index.store import ChunkHit, IndexStore

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.config import LoadedSettings, Settings, index_data_dir, load_settings
 from swarm_lsp.index import manifest
 from swarm_lsp.index.embed import Embedder, describe_unavailable, open_embedder
@@ -23,7 +24,7 @@ from swarm_lsp.index.ignore import IgnoreRules, workspace_rules
 from swarm_lsp.index.indexer import Indexer, ProgressCallback, SyncReport
 from swarm_lsp.index.store import IndexStore
 from swarm_lsp.index.watcher import Watcher
-from swarm_lsp.models.base import Backend, CancellationToken
+from swarm_lsp.models.base import Backend
 from swarm_lsp.retrieval import ContextPack, Focus, Retriever, SearchHit, SearchMode
 
 if TYPE_CHECKING:

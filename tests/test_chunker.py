@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from swarm_lsp.index import chunker, languages
-from swarm_lsp.index.chunker import estimate_tokens, parse_file
+from swarm_lsp.code import languages
+from swarm_lsp.code.tokens import estimate_tokens
+from swarm_lsp.index import chunker
+from swarm_lsp.index.chunker import parse_file
 from swarm_lsp.index.records import Chunk, ParsedFile
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chunker"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from swarm_lsp.index.chunker import estimate_tokens
+from swarm_lsp.basics import CancellationToken
+from swarm_lsp.code.tokens import estimate_tokens
 from swarm_lsp.models.base import (
     GREEDY,
     BackendInfo,
-    CancellationToken,
     Candidate,
     ContextOverflow,
     GenerationRequest,

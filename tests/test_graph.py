@@ -6,7 +6,8 @@ import textwrap
 
 import pytest
 
-from swarm_lsp.index.chunker import estimate_tokens, parse_file
+from swarm_lsp.code.tokens import estimate_tokens
+from swarm_lsp.index.chunker import parse_file
 from swarm_lsp.index.graph import RepoGraph
 from swarm_lsp.index.records import ParsedFile
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.models.base import (
     GREEDY,
     Backend,
     BackendUnavailable,
-    CancellationToken,
     ContextOverflow,
     GenerationRequest,
     GenerationTimeout,

@@ -19,11 +19,11 @@ pytest.importorskip("mlx.core", reason='mlx is not installed (pip install "swarm
 pytest.importorskip("mlx_lm", reason='mlx-lm is not installed (pip install "swarm-lsp[mlx]")')
 pytest.importorskip("tokenizers", reason="tokenizers (an mlx-lm dependency) is not installed")
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.models.base import (
     GREEDY,
     Backend,
     BackendUnavailable,
-    CancellationToken,
     Candidate,
     ContextOverflow,
     GenerationRequest,

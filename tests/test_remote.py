@@ -18,11 +18,11 @@ from typing import IO
 import httpx
 import pytest
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.models.base import (
     GREEDY,
     Backend,
     BackendUnavailable,
-    CancellationToken,
     GenerationRequest,
     GenerationTimeout,
     Message,

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.config import load_settings
 from swarm_lsp.models.base import (
     BackendInfo,
     BackendUnavailable,
-    CancellationToken,
     Candidate,
     GenerationRequest,
     GenerationTimeout,

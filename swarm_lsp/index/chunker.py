@@ -30,22 +30,11 @@ from dataclasses import dataclass, field
 
 from tree_sitter import Node, QueryCursor
 
-from swarm_lsp.index.languages import MARKDOWN, Grammar, detect_language, grammar
+from swarm_lsp.code.languages import MARKDOWN, Grammar, detect_language, grammar
+from swarm_lsp.code.tokens import CHARS_PER_TOKEN
 from swarm_lsp.index.records import Chunk, FileRecord, ParsedFile, Reference, Symbol
 
-__all__ = ["CHARS_PER_TOKEN", "estimate_tokens", "parse_file"]
-
-CHARS_PER_TOKEN = 4
-"""The token estimate's ratio: about what BPE tokenizers give on English and code (3-4 characters)."""
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap token count: ``ceil(len(text) / CHARS_PER_TOKEN)``.
-
-    Additive over lines (up to rounding), so chunk budgets can be checked with prefix sums of line lengths.
-    """
-    return -(-len(text) // CHARS_PER_TOKEN)
-
+__all__ = ["parse_file"]
 
 FUNCTION_KINDS = frozenset({"function", "method"})
 CONTAINER_KINDS = frozenset(

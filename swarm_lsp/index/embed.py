@@ -47,7 +47,8 @@ import httpx
 import numpy as np
 import psutil
 
-from swarm_lsp.models.base import BackendUnavailable, ModelNotFound, SwarmLspError
+from swarm_lsp.basics import SwarmLspError
+from swarm_lsp.models.base import BackendUnavailable, ModelNotFound
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from swarm_lsp.index.chunker import estimate_tokens
+from swarm_lsp.code.tokens import estimate_tokens
 from swarm_lsp.index.records import ParsedFile, Reference, Symbol
 
 __all__ = ["RepoGraph"]

@@ -78,10 +78,10 @@ import pyarrow.compute as pc
 from lancedb.expr import Expr, col, lit
 from lancedb.index import FTS, IvfPq
 
+from swarm_lsp.basics import SwarmLspError
 from swarm_lsp.config import workspace_data_dir
 from swarm_lsp.index import manifest
 from swarm_lsp.index.records import SCHEMA_VERSION, Chunk, FileRecord, ParsedFile, Reference, Symbol
-from swarm_lsp.models.base import SwarmLspError
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.index.indexer import Progress as IndexProgress
-from swarm_lsp.models.base import CancellationToken
 from swarm_lsp.swarm.engine import SwarmProgress
 
 if TYPE_CHECKING:

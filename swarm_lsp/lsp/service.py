@@ -30,6 +30,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path
 
 from swarm_lsp import __version__
+from swarm_lsp.basics import SwarmLspError
 from swarm_lsp.config import ConfigError
 from swarm_lsp.index.indexer import SyncReport
 from swarm_lsp.lsp import render
@@ -37,7 +38,6 @@ from swarm_lsp.lsp.actions import ContentModified, Request, build_task
 from swarm_lsp.lsp.progress import Job, Jobs, Progress
 from swarm_lsp.lsp.protocol import SwarmProtocol, current_command
 from swarm_lsp.lsp.session import CONFIG_SECTION, Folder, Session, Target, merge_options
-from swarm_lsp.models.base import SwarmLspError
 from swarm_lsp.swarm.codebase import Target as CodebaseTarget
 from swarm_lsp.swarm.codebase import explain_codebase_task, refactor_codebase
 from swarm_lsp.swarm.engine import Cancelled

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from swarm_lsp.basics import CancellationToken, SwarmLspError
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "timeout", "error"]
-
-
-class SwarmLspError(Exception):
-    """Base of every error swarm-lsp raises on purpose; its message tells the user what to do."""
 
 
 class ModelError(SwarmLspError):
@@ -75,20 +72,6 @@ GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, seed=0)
 
 TokenCallback = Callable[[int, str], None]
 """Called with (candidate index, new text) as text is produced. Must be quick and thread-safe."""
-
-
-class CancellationToken:
-    """A flag checked by decoders once per token step. Thread-safe; cancel() is idempotent."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
 
 
 @dataclass

@@ -56,6 +56,7 @@ import numpy as np
 import psutil
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.index.embed import (
     DEFAULT_MAX_TOKENS,
     EmbeddingError,
@@ -71,7 +72,6 @@ from swarm_lsp.index.embed import (
 from swarm_lsp.models.base import (
     BackendInfo,
     BackendUnavailable,
-    CancellationToken,
     Candidate,
     ContextOverflow,
     Deadline,

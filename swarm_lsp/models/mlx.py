@@ -23,10 +23,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.models.base import (
     BackendInfo,
     BackendUnavailable,
-    CancellationToken,
     Candidate,
     ContextOverflow,
     Deadline,

@@ -29,10 +29,10 @@ from typing import Any, Literal
 
 import httpx
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.models.base import (
     BackendInfo,
     BackendUnavailable,
-    CancellationToken,
     Candidate,
     ContextOverflow,
     Deadline,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from swarm_lsp.models.base import CancellationToken
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.swarm.engine import ProgressCallback
 from swarm_lsp.swarm.runner import LOW_AGREEMENT, SwarmResult
 from swarm_lsp.swarm.tasks import Edit, Task, TextRange

@@ -30,16 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from swarm_lsp.index.chunker import estimate_tokens
-from swarm_lsp.models.base import (
-    GREEDY,
-    Backend,
-    CancellationToken,
-    ContextOverflow,
-    GenerationRequest,
-    Message,
-    ModelError,
-)
+from swarm_lsp.basics import CancellationToken
+from swarm_lsp.code.tokens import estimate_tokens
+from swarm_lsp.models.base import GREEDY, Backend, ContextOverflow, GenerationRequest, Message, ModelError
 from swarm_lsp.retrieval import ContextPack, ContextPiece
 from swarm_lsp.swarm.engine import Cancelled
 from swarm_lsp.swarm.measure import TokenMeasure

@@ -17,16 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from swarm_lsp.models.base import (
-    Backend,
-    CancellationToken,
-    Candidate,
-    GenerationRequest,
-    GenerationTimeout,
-    Message,
-    Sampling,
-    SwarmLspError,
-)
+from swarm_lsp.basics import CancellationToken, SwarmLspError
+from swarm_lsp.models.base import Backend, Candidate, GenerationRequest, GenerationTimeout, Message, Sampling
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from swarm_lsp.index.chunker import estimate_tokens
+from swarm_lsp.code.tokens import estimate_tokens
 from swarm_lsp.models.base import Backend, Message
 
 ESTIMATE_MARGIN = 1.3

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarm_lsp.models.base import Backend, CancellationToken, GenerationRequest, Message, Sampling
+from swarm_lsp.basics import CancellationToken
+from swarm_lsp.models.base import Backend, GenerationRequest, Message, Sampling
 from swarm_lsp.retrieval import ContextPack, Focus, Retriever
 from swarm_lsp.swarm.compression import Budget, fit_context
 from swarm_lsp.swarm.engine import ProgressCallback, SwarmEngine, SwarmProgress

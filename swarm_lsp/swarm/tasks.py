@@ -54,8 +54,9 @@ from typing import Literal, get_args
 
 from tree_sitter import Node
 
-from swarm_lsp.index.chunker import estimate_tokens, parse_file
-from swarm_lsp.index.languages import Grammar, detect_language, grammar
+from swarm_lsp.code.languages import Grammar, detect_language, grammar
+from swarm_lsp.code.tokens import estimate_tokens
+from swarm_lsp.index.chunker import parse_file
 from swarm_lsp.models.base import Message
 
 __all__ = [

@@ -28,8 +28,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 import jsonschema
 
+from swarm_lsp.basics import SwarmLspError
 from swarm_lsp.config import ConfigError, ToolRule, ToolSettings
-from swarm_lsp.models.base import SwarmLspError
 from swarm_lsp.tools.audit import AuditLog, redact, redact_message
 from swarm_lsp.tools.cache import ResultCache
 

@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any
 
-from swarm_lsp.models.base import CancellationToken, SwarmLspError
+from swarm_lsp.basics import CancellationToken, SwarmLspError
 from swarm_lsp.swarm.engine import SwarmProgress
 from swarm_lsp.swarm.tasks import Edit, Task, TextRange, apply_edit
 from swarm_lsp.tools.env import ToolEnv
