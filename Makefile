@@ -23,8 +23,10 @@ demo: setup
 		SWARM_LSP_SWARM__MAX_TOKENS=160 \
 		$(VENV)/bin/swarm-lsp ask "Which file defines the class LlamaCppBackend, and what does it do?" --show-candidates
 
-# pytest exits 5 when it collects no tests; that must fail CI, and it does (make fails on non-zero).
+# The layer contracts first (a broken one fails the run at once), then the suite. pytest exits 5 when
+# it collects no tests; that must fail CI, and it does (make fails on non-zero).
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 # Every benchmark, one after another (about an hour on 2 cores, most of it embedding on the first run).
@@ -42,6 +44,7 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check swarm_lsp tests bench
 	$(VENV)/bin/ruff format --check swarm_lsp tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV)

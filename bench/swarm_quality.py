@@ -39,11 +39,14 @@ from _projects import fresh_copy, load_average, machine_line, project_source
 
 from swarm_lsp.config import load_settings
 from swarm_lsp.models.catalog import bundled_model_path
-from swarm_lsp.models.llamacpp import LlamaCppBackend
+from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
+from swarm_lsp.swarm.answers import parse_answer
+from swarm_lsp.swarm.ballots import Ballot
 from swarm_lsp.swarm.engine import SwarmEngine
+from swarm_lsp.swarm.prompts import build_messages, stop_strings
 from swarm_lsp.swarm.runner import SwarmRunner
-from swarm_lsp.swarm.tasks import Task, build_messages, parse_answer, stop_strings
-from swarm_lsp.swarm.voting import Ballot, vote
+from swarm_lsp.swarm.tasks import Task
+from swarm_lsp.swarm.voting import vote
 from swarm_lsp.workspace import Workspace
 
 STRATEGIES = ("majority", "medoid", "judge")

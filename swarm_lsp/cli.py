@@ -6,14 +6,18 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swarm_lsp import __version__
 from swarm_lsp.basics import SwarmLspError
-from swarm_lsp.config import ConfigError, LoadedSettings, load_settings
+from swarm_lsp.config import VOTING_STRATEGIES, ConfigError, LoadedSettings, load_settings
 from swarm_lsp.models.base import GenerationRequest, Message, Sampling
+from swarm_lsp.progress import ProgressLine
+
+if TYPE_CHECKING:
+    from swarm_lsp.workspace import IndexStatus, SyncReport, Workspace
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -122,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--voters", type=int, default=None, help="voters (default: settings, else what fits)")
     ask.add_argument(
         "--strategy",
-        choices=["auto", "majority", "medoid", "judge", "exec"],
+        choices=VOTING_STRATEGIES,
         default=None,
         help="voting strategy",
     )
@@ -273,8 +277,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from swarm_lsp.doctor import build_report, render_text
-    from swarm_lsp.hardware import detect
     from swarm_lsp.models.discovery import discover
+    from swarm_lsp.models.hardware import detect
 
     loaded = _settings(args)
     report = build_report(loaded, detect(), discover(loaded.settings.model.search_paths))
@@ -283,9 +287,9 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from swarm_lsp.hardware import fmt_bytes
     from swarm_lsp.models.catalog import CATALOG
     from swarm_lsp.models.discovery import discover
+    from swarm_lsp.models.hardware import fmt_bytes
 
     loaded = _settings(args)
     local = discover(loaded.settings.model.search_paths)
@@ -326,7 +330,7 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def _models_pull(args: argparse.Namespace) -> int:
-    from swarm_lsp.hardware import detect
+    from swarm_lsp.models.hardware import detect
     from swarm_lsp.models.pull import pull
 
     fmt = args.format or ("mlx" if detect().accelerator == "apple" else "gguf")
@@ -335,7 +339,7 @@ def _models_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workspace(args: argparse.Namespace, loaded: LoadedSettings | None = None):  # -> Workspace
+def _workspace(args: argparse.Namespace, loaded: LoadedSettings | None = None) -> Workspace:
     from swarm_lsp.workspace import Workspace  # imported here to keep `--help` fast
 
     root = _root(args)
@@ -347,15 +351,11 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def _index(args: argparse.Namespace) -> int:
-    loaded = load_settings(_root(args))
-    if not args.status:
-        quick = _unchanged_index(args, loaded)
-        if quick is not None:
-            report, status = quick
-            return _print_index(args, report, status)
-    from swarm_lsp.progress import ProgressLine  # imports the index, hence lancedb
-
-    with _workspace(args, loaded) as workspace:
+    with _workspace(args) as workspace:
+        if not args.status:
+            unchanged = workspace.unchanged_index(embed=not args.no_embed)
+            if unchanged is not None:
+                return _print_index(args, *unchanged)
         report = None
         if not args.status:
             bar = None if args.json else ProgressLine(sys.stderr)
@@ -365,42 +365,9 @@ def _index(args: argparse.Namespace) -> int:
         return _print_index(args, report, workspace.status())
 
 
-def _unchanged_index(args: argparse.Namespace, loaded: LoadedSettings):  # -> (report, status) | None
-    """A no-change re-run answered from the manifest of the last full sync, without opening the
-    index (and importing lancedb): see swarm_lsp/index/manifest.py. None means: do the full sync."""
-    from types import SimpleNamespace
-
-    from swarm_lsp.config import index_data_dir
-    from swarm_lsp.index import manifest
-    from swarm_lsp.index.ignore import Skipped, workspace_rules
-
-    started = time.monotonic()
-    root = _root(args)
-    settings = loaded.settings
-    snapshot = manifest.read(index_data_dir(root, settings))
-    if snapshot is None or (not args.no_embed and snapshot.status.get("embedding_backlog")):
-        return None
-    found = manifest.check_unchanged(
-        workspace_rules(root, settings), snapshot, manifest.fingerprint_for(root, settings)
-    )
-    if found is None:
-        return None
-    elapsed = time.monotonic() - started
-    report = SimpleNamespace(
-        parsed=0,
-        deleted=0,
-        unchanged=found.unchanged,
-        chunks_written=0,
-        embedded=0,
-        skipped=[Skipped(path, reason) for path, reason in found.skipped],
-        seconds={"scan": elapsed, "total": elapsed},
-    )
-    return report, SimpleNamespace(**found.status)
-
-
-def _print_index(args: argparse.Namespace, report, status) -> int:
+def _print_index(args: argparse.Namespace, report: SyncReport | None, status: IndexStatus) -> int:
     if args.json:
-        data = {"status": status.to_dict() if hasattr(status, "to_dict") else dict(vars(status))}
+        data = {"status": status.to_dict()}
         if report is not None:
             data["sync"] = {
                 "parsed": report.parsed,
@@ -428,10 +395,10 @@ def _print_index(args: argparse.Namespace, report, status) -> int:
     return 0
 
 
-def _render_status(status) -> str:
+def _render_status(status: IndexStatus) -> str:
     from datetime import datetime
 
-    from swarm_lsp.hardware import fmt_bytes
+    from swarm_lsp.models.hardware import fmt_bytes
 
     updated = (
         datetime.fromtimestamp(status.updated_at).isoformat(" ", "seconds") if status.updated_at else "never"
@@ -540,7 +507,7 @@ class _SwarmProgressLine:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from swarm_lsp.hardware import detect
+    from swarm_lsp.models.hardware import detect
     from swarm_lsp.models.select import open_backend
 
     loaded = _settings(args)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,14 +72,17 @@ class RemoteSettings(_Section):
     max_parallel: int = Field(4, ge=1, le=64, description="concurrent requests, 1 to 64")
 
 
+VotingStrategy = Literal["auto", "majority", "medoid", "judge", "exec"]
+"""How the swarm picks one answer from its voters' candidates (see swarm_lsp/swarm/voting.py)."""
+VOTING_STRATEGIES: tuple[VotingStrategy, ...] = get_args(VotingStrategy)
+
+
 class SwarmSettings(_Section):
     voters: int = Field(0, ge=0, le=64, description="voters per request, 0 (automatic) to 64")
     temperature: float = Field(0.7, ge=0, le=2, description="a number from 0 to 2")
     max_tokens: int = Field(512, ge=1, le=32768, description="new tokens per voter, 1 to 32768")
     timeout: float = Field(120.0, gt=0, le=3600, description="seconds per voter, more than 0")
-    strategy: Literal["auto", "majority", "medoid", "judge", "exec"] = Field(
-        "auto", description="one of auto, majority, medoid, judge, exec"
-    )
+    strategy: VotingStrategy = Field("auto", description=f"one of {', '.join(VOTING_STRATEGIES)}")
 
 
 class IndexSettings(_Section):

@@ -9,9 +9,9 @@ from typing import Any
 from swarm_lsp import __version__
 from swarm_lsp.basics import SwarmLspError
 from swarm_lsp.config import LoadedSettings
-from swarm_lsp.hardware import HardwareProfile, Recommendation, fmt_bytes, recommend
 from swarm_lsp.models.catalog import entry_for_file
 from swarm_lsp.models.discovery import LocalModel
+from swarm_lsp.models.hardware import HardwareProfile, Recommendation, fmt_bytes, recommend
 from swarm_lsp.models.select import explain_misfit, plan_run, resolve_model, uses_remote
 
 

@@ -1,14 +1,38 @@
-"""A one-line progress display for terminals (files, chunks, rate, ETA); silent when not a TTY."""
+"""Progress of long index work: the events the indexer reports, and a one-line terminal display.
+
+A basic type: the index emits these events, and every front door renders them its own way.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
 
-from swarm_lsp.index.indexer import Progress
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # "scan" | "parse" | "embed" | "done"
+    done: int
+    total: int
+    chunks: int = 0
+    rate: float = 0.0  # items per second in this phase
+    detail: str = ""
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.rate <= 0 or self.total <= self.done:
+            return None
+        return (self.total - self.done) / self.rate
+
+
+ProgressCallback = Callable[[Progress], None]
 
 
 class ProgressLine:
+    """Renders Progress events on one terminal line (files, chunks, rate, ETA); silent when not a TTY."""
+
     def __init__(self, stream: TextIO, *, min_interval_s: float = 0.1) -> None:
         self.stream = stream
         self.interactive = stream.isatty()

@@ -13,13 +13,15 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from swarm_lsp.code.tokens import estimate_tokens
-from swarm_lsp.index.embed import Embedder
+from swarm_lsp.index.chunk_search import ChunkHit
 from swarm_lsp.index.graph import RepoGraph
-from swarm_lsp.index.store import ChunkHit, IndexStore
+from swarm_lsp.index.store import IndexStore
+from swarm_lsp.models.embedding import Embedder
+from swarm_lsp.swarm.context import ContextPack, ContextPiece, Focus
 
 SearchMode = Literal["hybrid", "fts", "vector"]
 CANDIDATE_HITS = 60
@@ -43,53 +45,6 @@ class SearchHit:
     @property
     def citation(self) -> str:
         return f"{self.path}:{self.start_line}-{self.end_line}"
-
-
-@dataclass(frozen=True)
-class Focus:
-    """Where the user is: a file and optionally a line range (1-based, inclusive)."""
-
-    path: str
-    start_line: int | None = None
-    end_line: int | None = None
-
-
-@dataclass(frozen=True)
-class ContextPiece:
-    path: str
-    start_line: int
-    end_line: int
-    text: str
-    symbol: str | None
-    reason: str  # "focus" | "match" | "outline"
-
-    @property
-    def citation(self) -> str:
-        if self.reason == "outline":  # a collapsed view of the whole file, not a line range of it
-            return f"{self.path} (outline)"
-        return f"{self.path}:{self.start_line}-{self.end_line}"
-
-
-@dataclass
-class ContextPack:
-    query: str
-    pieces: list[ContextPiece] = field(default_factory=list)
-    files: list[tuple[str, float]] = field(default_factory=list)
-    """Files in rank order with their scores."""
-    tokens: int = 0
-    budget: int = 0
-
-    def render(self) -> str:
-        """The pack as prompt text: each piece under its citation, in a fenced block."""
-        parts = []
-        for piece in self.pieces:
-            label = f" ({piece.symbol})" if piece.symbol else ""
-            parts.append(f"--- {piece.citation}{label}\n```\n{piece.text}\n```")
-        return "\n\n".join(parts)
-
-    @property
-    def citations(self) -> list[str]:
-        return [piece.citation for piece in self.pieces]
 
 
 class Retriever:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +20,23 @@ import filelock
 from swarm_lsp.basics import CancellationToken
 from swarm_lsp.config import LoadedSettings, Settings, index_data_dir, load_settings
 from swarm_lsp.index import manifest
-from swarm_lsp.index.embed import Embedder, describe_unavailable, open_embedder
-from swarm_lsp.index.ignore import IgnoreRules, workspace_rules
-from swarm_lsp.index.indexer import Indexer, ProgressCallback, SyncReport
-from swarm_lsp.index.store import IndexStore
-from swarm_lsp.index.watcher import Watcher
-from swarm_lsp.models.base import Backend
-from swarm_lsp.retrieval import ContextPack, Focus, Retriever, SearchHit, SearchMode
+from swarm_lsp.index.ignore import IgnoreRules, Skipped, workspace_rules
+from swarm_lsp.index.plan import SyncReport
+from swarm_lsp.progress import ProgressCallback
 
+# The index store, indexer, watcher and retriever import lancedb (over a second to load): they are
+# imported when the index is first opened, so a no-change check or a settings read stays fast.
 if TYPE_CHECKING:
+    from swarm_lsp.code.symbols import Symbol
+    from swarm_lsp.index.indexer import Indexer
+    from swarm_lsp.index.records import Chunk
+    from swarm_lsp.index.store import IndexStore
+    from swarm_lsp.index.watcher import Watcher
+    from swarm_lsp.models.base import Backend
+    from swarm_lsp.models.embedding import Embedder
     from swarm_lsp.models.select import RunPlan
+    from swarm_lsp.retrieval import Retriever, SearchHit, SearchMode
+    from swarm_lsp.swarm.context import ContextPack, Focus
     from swarm_lsp.swarm.engine import ProgressCallback as SwarmProgressCallback
     from swarm_lsp.swarm.runner import SwarmResult, SwarmRunner
     from swarm_lsp.swarm.tasks import Task
@@ -93,6 +101,10 @@ class Workspace:
     # -------------------------------------------------------------- lazy parts
 
     def _open_index(self) -> None:
+        from swarm_lsp.index.indexer import Indexer
+        from swarm_lsp.index.store import IndexStore
+        from swarm_lsp.retrieval import Retriever
+
         with self._lock:
             if self._store is not None:
                 return
@@ -122,6 +134,8 @@ class Workspace:
     def _make_embedder(self) -> Embedder | None:
         if self._embedder_choice != "settings":
             return self._embedder_choice  # type: ignore[return-value]
+        from swarm_lsp.models.embedders import open_embedder
+
         index = self.settings.index
         return open_embedder(
             index.embedder,
@@ -161,10 +175,37 @@ class Workspace:
         *,
         progress: ProgressCallback | None = None,
         embed: bool = True,
-        cancel: threading.Event | None = None,
+        cancel: CancellationToken | None = None,
     ) -> SyncReport:
         """Bring the whole index up to date (scan, parse, write, then embed the backlog)."""
         return self.indexer.sync(progress=progress, embed=embed, cancel=cancel, on_full_sync=self._snapshot)
+
+    def embed_backlog(self, *, cancel: CancellationToken | None = None) -> int:
+        """Embed the chunks that have no vector yet (open and recent files first); returns how many."""
+        return self.indexer.embed_backlog(cancel=cancel)
+
+    def unchanged_index(self, *, embed: bool = True) -> tuple[SyncReport, IndexStatus] | None:
+        """A no-change sync answered from the manifest of the last full sync, without opening the
+        index (and importing lancedb): see index/manifest.py. None means a full sync is needed
+        (something changed, no manifest yet, or vectors are still missing when `embed`)."""
+        started = time.monotonic()
+        snapshot = manifest.read(self.data_dir)
+        if snapshot is None or (embed and snapshot.status.get("embedding_backlog")):
+            return None
+        found = manifest.check_unchanged(
+            workspace_rules(self.root, self.settings),
+            snapshot,
+            manifest.fingerprint_for(self.root, self.settings),
+        )
+        if found is None:
+            return None
+        elapsed = time.monotonic() - started
+        report = SyncReport(
+            unchanged=found.unchanged,
+            skipped=[Skipped(path, reason) for path, reason in found.skipped],
+            seconds={"scan": elapsed, "total": elapsed},
+        )
+        return report, IndexStatus(**found.status)
 
     def _snapshot(self, report: SyncReport) -> None:
         """Write the no-change manifest (index/manifest.py) of the sync that just finished."""
@@ -203,7 +244,7 @@ class Workspace:
             chunks=stats.chunks,
             symbols=stats.symbols,
             embedder=stats.embedder_id,
-            embedder_note=None if self.embedder is not None else describe_unavailable(),
+            embedder_note=None if self.embedder is not None else _embedder_unavailable(),
             chunks_with_vectors=stats.chunks_with_vectors,
             embedding_backlog=stats.embedding_backlog,
             updated_at=stats.updated_at,
@@ -220,11 +261,31 @@ class Workspace:
     def context_for(self, query: str, token_budget: int, focus: Focus | None = None) -> ContextPack:
         return self.retriever.context_for(query, token_budget, focus)
 
+    def find_symbol(self, name: str) -> list[Symbol]:
+        """Definitions whose name or qualified name is exactly `name` ("get_json" or "Request.get_json")."""
+        return self.store.find_symbol(name)
+
+    def outline(self, path: str) -> str | None:
+        """The indexed outline of a workspace-relative file; None when the file is not indexed."""
+        return self.store.outline(path)
+
+    def chunks(self, path: str) -> list[Chunk]:
+        """The indexed chunks of a workspace-relative file, in line order."""
+        return self.store.chunks(path)
+
+    def indexed_paths(self) -> list[str]:
+        """Every workspace-relative path in the index."""
+        return list(self.store.files())
+
+    def repo_map(self, token_budget: int, focus_paths: list[str] | None = None) -> str:
+        """The most central files with their main definitions' signatures, within `token_budget`."""
+        return self.retriever.graph().repo_map(token_budget, focus_paths)
+
     # ------------------------------------------------------------------ swarm
 
     def open_backend(self) -> tuple[Backend, RunPlan]:
         """The configured model, loaded once (ModelNotFound / DoesNotFit explain what to do)."""
-        from swarm_lsp.hardware import detect
+        from swarm_lsp.models.hardware import detect
         from swarm_lsp.models.select import open_backend
 
         with self._lock:
@@ -277,6 +338,8 @@ class Workspace:
     # ---------------------------------------------------------------- watcher
 
     def start_watching(self, *, debounce_ms: int = 400, force_polling: bool | None = None) -> Watcher:
+        from swarm_lsp.index.watcher import Watcher
+
         with self._lock:
             if self._watcher is None:
                 self._open_index()
@@ -320,3 +383,9 @@ class Workspace:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _embedder_unavailable() -> str | None:
+    from swarm_lsp.models.embedders import describe_unavailable
+
+    return describe_unavailable()

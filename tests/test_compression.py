@@ -20,8 +20,7 @@ from swarm_lsp.models.base import (
     GenerationRequest,
     ModelError,
 )
-from swarm_lsp.models.llamacpp import LlamaCppBackend
-from swarm_lsp.retrieval import ContextPack, ContextPiece
+from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
 from swarm_lsp.swarm.compression import (
     INSTRUCTIONS,
     SUMMARY_HEADER,
@@ -32,6 +31,7 @@ from swarm_lsp.swarm.compression import (
     split_verbatim,
     summary_length,
 )
+from swarm_lsp.swarm.context import ContextPack, ContextPiece
 from swarm_lsp.swarm.engine import Cancelled
 
 QUESTION = "How does the JSON decoder turn backslash escape sequences in a string into characters?"

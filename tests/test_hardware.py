@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from swarm_lsp.hardware import (
+from swarm_lsp.models.catalog import find_entry
+from swarm_lsp.models.hardware import (
     GIB,
     GPU,
     HardwareProfile,
@@ -15,7 +16,6 @@ from swarm_lsp.hardware import (
     profile_from_json,
     recommend,
 )
-from swarm_lsp.models.catalog import find_entry
 
 LAPTOP_8GB = HardwareProfile("Linux", "x86_64", 4, 8, 8 * GIB, 6 * GIB)
 APPLE_16GB = HardwareProfile(

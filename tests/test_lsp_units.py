@@ -19,12 +19,12 @@ import pytest
 from lsprotocol import types
 from pygls.uris import from_fs_path
 
+from swarm_lsp.codebase import plan_targets
 from swarm_lsp.config import load_settings
 from swarm_lsp.lsp import actions, parse_address
 from swarm_lsp.lsp.documents import UTF8, UTF16, UTF32, Document, Documents, to_client_units, to_code_points
 from swarm_lsp.lsp.render import StaleEdit, workspace_edit
 from swarm_lsp.lsp.session import Folder, Target, merge_options
-from swarm_lsp.swarm.codebase import plan_targets
 from swarm_lsp.swarm.tasks import Edit, TextRange
 from swarm_lsp.workspace import Workspace
 

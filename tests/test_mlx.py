@@ -32,7 +32,8 @@ from swarm_lsp.models.base import (
     ModelNotFound,
     Sampling,
 )
-from swarm_lsp.models.mlx import MLXBackend, find_stop, stop_prefix_length
+from swarm_lsp.models.mlx import MLXBackend
+from swarm_lsp.models.stops import find_stop, stop_prefix_length
 
 CONTEXT_LENGTH = 512
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>"]

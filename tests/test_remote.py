@@ -29,7 +29,8 @@ from swarm_lsp.models.base import (
     ModelNotFound,
     Sampling,
 )
-from swarm_lsp.models.remote import RemoteBackend, RemoteError, _error_message, normalise_base_url
+from swarm_lsp.models.remote.backend import RemoteBackend
+from swarm_lsp.models.remote.http import RemoteError, _error_message, normalise_base_url
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from swarm_lsp.config import load_settings
-from swarm_lsp.retrieval import Focus
+from swarm_lsp.swarm.context import Focus
 from swarm_lsp.workspace import Workspace
 
 FILES = {

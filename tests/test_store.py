@@ -14,16 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from swarm_lsp.code.symbols import Reference, Symbol
+from swarm_lsp.index import maintenance as maintenance_module
 from swarm_lsp.index import store as store_module
-from swarm_lsp.index.records import Chunk, FileRecord, ParsedFile, Reference, Symbol
-from swarm_lsp.index.store import (
-    IndexNotReady,
-    IndexStore,
-    IndexStoreError,
-    SearchFilter,
-    VectorSearchUnavailable,
-    split_identifier,
-)
+from swarm_lsp.index import tables as tables_module
+from swarm_lsp.index.chunk_search import SearchFilter
+from swarm_lsp.index.errors import IndexNotReady, IndexStoreError, VectorSearchUnavailable
+from swarm_lsp.index.records import Chunk, FileRecord, ParsedFile
+from swarm_lsp.index.store import IndexStore
+from swarm_lsp.index.text_query import split_identifier
 
 DIM = 8
 
@@ -455,7 +454,7 @@ def test_an_embedder_needs_a_dimension(tmp_path: Path) -> None:
 def test_batched_writes_then_optimize_keep_fragments_bounded(store: IndexStore) -> None:
     for batch in range(20):
         store.replace_files([parsed_file(f"b{batch}/f{i}.py", ["x", "y"]) for i in range(5)])
-    assert store.stats().fragments["chunks"] > store_module.MAX_FRAGMENTS
+    assert store.stats().fragments["chunks"] > maintenance_module.MAX_FRAGMENTS
 
     report = store.maybe_optimize()
 
@@ -469,7 +468,7 @@ def test_batched_writes_then_optimize_keep_fragments_bounded(store: IndexStore) 
 
 
 def test_cache_is_pruned_to_what_chunks_use(store: IndexStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "CACHE_PRUNE_MIN_ROWS", 5)
+    monkeypatch.setattr(maintenance_module, "CACHE_PRUNE_MIN_ROWS", 5)
     store.replace_files([parsed_file("a.py", ["one"])])
     used = store.chunks_missing_vectors(1)[0]
     store.set_vectors({used.chunk_id: unit(0)})
@@ -515,7 +514,9 @@ def test_opening_after_a_crash_removes_the_interrupted_files(tmp_path: Path) -> 
     interrupted = [parsed_file("new.py", ["fresh"]), parsed_file("changed.py", ["old"], 1)]
     (tmp_path / store_module.JOURNAL_FILE).write_text(json.dumps({"paths": ["new.py", "changed.py"]}))
     chunks = [chunk for item in interrupted for chunk in item.chunks]
-    store._replace("chunks", "chunk_id", store_module._chunk_table(chunks, {}, DIM), ["new.py", "changed.py"])
+    store._replace(
+        "chunks", "chunk_id", tables_module._chunk_table(chunks, {}, DIM), ["new.py", "changed.py"]
+    )
 
     reopened = open_store(tmp_path)
 
@@ -531,8 +532,8 @@ def test_opening_after_a_crash_removes_the_interrupted_files(tmp_path: Path) -> 
 def test_remove_orphans_deletes_rows_without_a_file_row(store: IndexStore) -> None:
     store.replace_files([parsed_file("kept.py", ["kept"])])
     orphan = parsed_file("orphan.py", ["lost"])
-    store._replace("chunks", "chunk_id", store_module._chunk_table(orphan.chunks, {}, DIM), ["orphan.py"])
-    store._replace("symbols", "id", store_module._symbol_table([orphan]), ["orphan.py"])
+    store._replace("chunks", "chunk_id", tables_module._chunk_table(orphan.chunks, {}, DIM), ["orphan.py"])
+    store._replace("symbols", "id", tables_module._symbol_table([orphan]), ["orphan.py"])
 
     assert store.remove_orphans() == ["orphan.py"]
     assert store.chunks("orphan.py") == [] and store.symbols(path="orphan.py") == []

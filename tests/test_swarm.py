@@ -27,7 +27,7 @@ from swarm_lsp.models.base import (
     GenerationTimeout,
     Message,
 )
-from swarm_lsp.models.llamacpp import LlamaCppBackend
+from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
 from swarm_lsp.swarm.engine import Cancelled, SwarmEngine, SwarmError
 from swarm_lsp.swarm.runner import SwarmRunner
 from swarm_lsp.swarm.tasks import Task, TextRange

@@ -3,19 +3,10 @@ from __future__ import annotations
 import pytest
 
 from swarm_lsp.models.base import Message
-from swarm_lsp.swarm.tasks import (
-    CODE_KINDS,
-    TASK_KINDS,
-    Edit,
-    Task,
-    TextRange,
-    apply_edit,
-    build_messages,
-    max_tokens_for,
-    parse_answer,
-    stop_strings,
-    validate_edit,
-)
+from swarm_lsp.swarm.answers import parse_answer
+from swarm_lsp.swarm.edits import validate_edit
+from swarm_lsp.swarm.prompts import build_messages, max_tokens_for, stop_strings
+from swarm_lsp.swarm.tasks import CODE_KINDS, TASK_KINDS, Edit, Task, TextRange, apply_edit
 
 CONTEXT = "--- pkg/shapes.py:1-13 (Shapes)\n```\nclass Shapes: ...\n```"
 

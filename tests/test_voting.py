@@ -6,20 +6,13 @@ import time
 
 import pytest
 
-from swarm_lsp.swarm.voting import (
-    Ballot,
-    ExecSpec,
-    VoteResult,
-    bench_overhead,
-    build_judge_prompt,
-    choose_strategy,
-    final_answer,
-    normalize_answer,
-    parse_judge_pick,
-    rouge_l,
-    tokenize,
-    vote,
-)
+from bench.voting_overhead import bench_overhead
+from swarm_lsp.swarm.ballots import Ballot, VoteResult
+from swarm_lsp.swarm.exec_vote import ExecSpec
+from swarm_lsp.swarm.judge import build_judge_prompt, parse_judge_pick
+from swarm_lsp.swarm.short_answers import final_answer, normalize_answer
+from swarm_lsp.swarm.similarity import rouge_l, tokenize
+from swarm_lsp.swarm.voting import choose_strategy, vote
 
 
 def ballots(*texts: str) -> list[Ballot]:

@@ -225,19 +225,14 @@ _JAVA_REFERENCES = """
 (import_declaration (scoped_identifier name: (identifier) @import))
 """
 
-# A C function's name sits under up to two pointer/reference declarators.
-_C_FUNCTION_DECLARATOR = """[
+# A C function's name sits under up to two pointer declarators (C++ adds a reference declarator).
+_C_FUNCTION_DECLARATORS = """
     (function_declarator declarator: (_) @name)
     (pointer_declarator declarator: (function_declarator declarator: (_) @name))
     (pointer_declarator
-      declarator: (pointer_declarator declarator: (function_declarator declarator: (_) @name)))
-  ]"""
-
-_CPP_FUNCTION_DECLARATOR = """[
-    (function_declarator declarator: (_) @name)
-    (pointer_declarator declarator: (function_declarator declarator: (_) @name))
-    (pointer_declarator
-      declarator: (pointer_declarator declarator: (function_declarator declarator: (_) @name)))
+      declarator: (pointer_declarator declarator: (function_declarator declarator: (_) @name)))"""
+_C_FUNCTION_DECLARATOR = f"[{_C_FUNCTION_DECLARATORS}\n  ]"
+_CPP_FUNCTION_DECLARATOR = f"""[{_C_FUNCTION_DECLARATORS}
     (reference_declarator (function_declarator declarator: (_) @name))
   ]"""
 
@@ -262,46 +257,46 @@ def _prototypes(parents: tuple[str, ...], declarator: str) -> str:
     return f"[\n  {alternatives}\n]"
 
 
-_C_DEFINITIONS = f"""
-(function_definition declarator: {_C_FUNCTION_DECLARATOR}) @definition.function
-{_prototypes(_DECLARATION_PARENTS[:6], _C_FUNCTION_DECLARATOR)}
+def _anonymous_typedef(specifier: str, body: str, kind: str) -> str:
+    """`typedef struct { ... } name;`: the name comes after the body."""
+    return f"""
 (type_definition
-  type: (struct_specifier !name body: (field_declaration_list))
-  declarator: (type_identifier) @name) @definition.struct
-(type_definition
-  type: (union_specifier !name body: (field_declaration_list))
-  declarator: (type_identifier) @name) @definition.union
-(type_definition
-  type: (enum_specifier !name body: (enumerator_list))
-  declarator: (type_identifier) @name) @definition.enum
+  type: ({specifier} !name body: ({body}))
+  declarator: (type_identifier) @name) @definition.{kind}"""
+
+
+_C_TAGGED_TYPES = """
 (struct_specifier name: (type_identifier) @name body: (field_declaration_list)) @definition.struct
 (union_specifier name: (type_identifier) @name body: (field_declaration_list)) @definition.union
 (enum_specifier name: (type_identifier) @name body: (enumerator_list)) @definition.enum
-(type_definition declarator: (type_identifier) @name) @definition.type
+(type_definition declarator: (type_identifier) @name) @definition.type"""
+
+_C_MACROS = """
 (preproc_function_def name: (identifier) @name) @definition.macro
 (preproc_def name: (identifier) @name) @definition.macro
 """
+
+# Pattern order matters: where two patterns find the same definition, the earlier one wins.
+_C_DEFINITIONS = f"""
+(function_definition declarator: {_C_FUNCTION_DECLARATOR}) @definition.function
+{_prototypes(_DECLARATION_PARENTS[:6], _C_FUNCTION_DECLARATOR)}\
+{_anonymous_typedef("struct_specifier", "field_declaration_list", "struct")}\
+{_anonymous_typedef("union_specifier", "field_declaration_list", "union")}\
+{_anonymous_typedef("enum_specifier", "enumerator_list", "enum")}\
+{_C_TAGGED_TYPES}\
+{_C_MACROS}"""
 
 _CPP_DEFINITIONS = f"""
 (function_definition declarator: {_CPP_FUNCTION_DECLARATOR}) @definition.function
 {_prototypes(_DECLARATION_PARENTS, _CPP_FUNCTION_DECLARATOR)}
 (field_declaration declarator: {_CPP_FUNCTION_DECLARATOR}) @definition.function
 (class_specifier name: (type_identifier) @name body: (field_declaration_list)) @definition.class
-(namespace_definition name: (_) @name body: (declaration_list)) @definition.namespace
-(type_definition
-  type: (struct_specifier !name body: (field_declaration_list))
-  declarator: (type_identifier) @name) @definition.struct
-(type_definition
-  type: (enum_specifier !name body: (enumerator_list))
-  declarator: (type_identifier) @name) @definition.enum
-(struct_specifier name: (type_identifier) @name body: (field_declaration_list)) @definition.struct
-(union_specifier name: (type_identifier) @name body: (field_declaration_list)) @definition.union
-(enum_specifier name: (type_identifier) @name body: (enumerator_list)) @definition.enum
-(type_definition declarator: (type_identifier) @name) @definition.type
-(alias_declaration name: (type_identifier) @name) @definition.type
-(preproc_function_def name: (identifier) @name) @definition.macro
-(preproc_def name: (identifier) @name) @definition.macro
-"""
+(namespace_definition name: (_) @name body: (declaration_list)) @definition.namespace\
+{_anonymous_typedef("struct_specifier", "field_declaration_list", "struct")}\
+{_anonymous_typedef("enum_specifier", "enumerator_list", "enum")}\
+{_C_TAGGED_TYPES}
+(alias_declaration name: (type_identifier) @name) @definition.type\
+{_C_MACROS}"""
 
 _C_REFERENCES = """
 (call_expression function: (identifier) @call)

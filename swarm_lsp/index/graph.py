@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from swarm_lsp.code.symbols import Reference, Symbol
 from swarm_lsp.code.tokens import estimate_tokens
-from swarm_lsp.index.records import ParsedFile, Reference, Symbol
+from swarm_lsp.index.records import ParsedFile
 
 __all__ = ["RepoGraph"]
 

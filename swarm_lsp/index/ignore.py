@@ -17,6 +17,8 @@ from typing import Any
 
 import pathspec
 
+from swarm_lsp.code.content import is_probably_binary
+
 BUILTIN_IGNORED_DIRS = frozenset(
     {
         ".git", ".hg", ".svn", ".jj", "node_modules", "bower_components", "__pycache__",
@@ -43,20 +45,6 @@ BINARY_SNIFF_BYTES = 8192
 class Skipped:
     path: str
     reason: str
-
-
-_TEXT_BYTES = bytes(range(32, 127)) + b"\n\r\t\f\b" + bytes(range(128, 256))
-
-
-def is_probably_binary(head: bytes) -> bool:
-    """NUL bytes, or mostly non-text bytes, in the first few KiB."""
-    if not head:
-        return False
-    if b"\0" in head:
-        return True
-    # Control bytes other than common whitespace count as non-text; bytes >= 128 may be UTF-8.
-    non_text = len(head.translate(None, _TEXT_BYTES))
-    return non_text / len(head) > 0.3
 
 
 class IgnoreRules:

@@ -18,17 +18,20 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import filelock
 import numpy as np
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.index.chunker import parse_file
-from swarm_lsp.index.embed import Embedder
 from swarm_lsp.index.ignore import IgnoreRules, Skipped
+from swarm_lsp.index.plan import SyncPlan, SyncReport
 from swarm_lsp.index.records import ParsedFile
-from swarm_lsp.index.store import IndexStore, PendingChunk
+from swarm_lsp.index.store import IndexStore
+from swarm_lsp.index.vectors import PendingChunk
+from swarm_lsp.models.embedding import Embedder
+from swarm_lsp.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -37,47 +40,6 @@ EMBED_BATCH_CHUNKS = 32
 WRITE_BATCH_VECTORS = 256
 UNSAVED_MTIME = -1
 """mtime recorded for a file indexed from an editor buffer: the next disk scan always re-reads it."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    phase: str  # "scan" | "parse" | "embed" | "done"
-    done: int
-    total: int
-    chunks: int = 0
-    rate: float = 0.0  # items per second in this phase
-    detail: str = ""
-
-    @property
-    def eta_s(self) -> float | None:
-        if self.rate <= 0 or self.total <= self.done:
-            return None
-        return (self.total - self.done) / self.rate
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-@dataclass
-class SyncPlan:
-    to_parse: list[str] = field(default_factory=list)
-    to_delete: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    skipped: list[Skipped] = field(default_factory=list)
-    hashed: dict[str, tuple[int, int, str, bytes]] = field(default_factory=dict, repr=False)
-    """rel path -> (size, mtime_ns, sha256, bytes) for files already read while planning."""
-
-
-@dataclass
-class SyncReport:
-    parsed: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    chunks_written: int = 0
-    embedded: int = 0
-    skipped: list[Skipped] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    waited_for_lock_s: float = 0.0
 
 
 class Indexer:
@@ -174,7 +136,7 @@ class Indexer:
         *,
         progress: ProgressCallback | None = None,
         embed: bool = False,
-        cancel: threading.Event | None = None,
+        cancel: CancellationToken | None = None,
         on_full_sync: Callable[[SyncReport], None] | None = None,
     ) -> SyncReport:
         """Bring the index up to date with the disk. Embeds the backlog too when `embed` is set.
@@ -204,7 +166,7 @@ class Indexer:
                 report.embedded = self.embed_backlog(progress=progress, cancel=cancel)
             self.store.maybe_optimize()
             report.seconds["total"] = time.monotonic() - started
-            if on_full_sync is not None and paths is None and not (cancel is not None and cancel.is_set()):
+            if on_full_sync is not None and paths is None and not (cancel is not None and cancel.cancelled):
                 on_full_sync(report)
         if progress:
             progress(Progress("done", report.parsed, report.parsed, chunks=report.chunks_written))
@@ -226,14 +188,14 @@ class Indexer:
         plan: SyncPlan,
         report: SyncReport,
         progress: ProgressCallback | None,
-        cancel: threading.Event | None,
+        cancel: CancellationToken | None,
     ) -> None:
         parse_s = write_s = 0.0
         batch: list[ParsedFile] = []
         started = time.monotonic()
         total = len(plan.to_parse)
         for number, rel in enumerate(plan.to_parse, 1):
-            if cancel is not None and cancel.is_set():
+            if cancel is not None and cancel.cancelled:
                 break
             _size, mtime_ns, _digest, data = plan.hashed.pop(rel)
             tick = time.monotonic()
@@ -272,7 +234,7 @@ class Indexer:
         self,
         *,
         progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
+        cancel: CancellationToken | None = None,
         limit: int | None = None,
     ) -> int:
         """Embed chunks that have no vector yet, recently touched files first. Returns chunks embedded.
@@ -303,7 +265,7 @@ class Indexer:
     def _embed_distinct(
         self,
         pending: Sequence[PendingChunk],
-        cancel: threading.Event | None,
+        cancel: CancellationToken | None,
         progress: ProgressCallback | None,
         done_before: int,
         total: int,
@@ -315,7 +277,7 @@ class Indexer:
         vectors = self.store.cached_vectors(texts.keys())
         missing = [text_hash for text_hash in texts if text_hash not in vectors]
         for start in range(0, len(missing), EMBED_BATCH_CHUNKS):
-            if cancel is not None and cancel.is_set():
+            if cancel is not None and cancel.cancelled:
                 break
             hashes = missing[start : start + EMBED_BATCH_CHUNKS]
             fresh = self.embedder.embed_passages([texts[text_hash] for text_hash in hashes])

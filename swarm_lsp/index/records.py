@@ -1,4 +1,4 @@
-"""The plain records the index is made of. Every other index module speaks these, nothing else.
+"""The plain records the index is made of, with `Symbol` and `Reference` from `code.symbols`.
 
 Paths are workspace-relative POSIX strings. Lines are 1-based and inclusive.
 """
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+
+from swarm_lsp.code.symbols import Reference, Symbol
 
 SCHEMA_VERSION = 1
 """Bump when a data table's columns or their meaning change; the next open rebuilds."""
@@ -29,19 +31,6 @@ class FileRecord:
 
 
 @dataclass(frozen=True)
-class Symbol:
-    path: str
-    name: str
-    qualified_name: str  # e.g. "Request.get_json"
-    kind: str  # "function" | "method" | "class" | "interface" | "struct" | "enum" | "trait" | "type" | ...
-    parent: str | None  # qualified name of the enclosing symbol
-    start_line: int
-    end_line: int
-    signature: str
-    docstring: str
-
-
-@dataclass(frozen=True)
 class Chunk:
     path: str
     start_line: int
@@ -60,16 +49,6 @@ class Chunk:
         """Stable identity of this chunk at this place in this file."""
         key = f"{self.path}\0{self.start_line}\0{self.end_line}\0{self.text_hash}"
         return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A use of a name (a call, a type mention, an import) at a line, for the repo graph."""
-
-    path: str
-    name: str
-    line: int
-    kind: str = "reference"  # "call" | "import" | "type" | "reference"
 
 
 @dataclass

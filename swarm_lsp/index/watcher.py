@@ -14,8 +14,10 @@ from pathlib import Path
 
 import watchfiles
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.index.ignore import IgnoreRules
-from swarm_lsp.index.indexer import Indexer, SyncReport
+from swarm_lsp.index.indexer import Indexer
+from swarm_lsp.index.plan import SyncReport
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class Watcher:
         self.syncs = 0
         """Completed syncs (observable by tests and the status command)."""
         self._stop = threading.Event()
+        """watchfiles' stop signal; `_cancel` is the same signal for the indexer's embedding."""
+        self._cancel = CancellationToken()
         self._resumed = threading.Event()
         self._resumed.set()
         self._pending: set[str] = set()
@@ -59,6 +63,7 @@ class Watcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._cancel.cancel()
         self._resumed.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -129,7 +134,7 @@ class Watcher:
         try:
             report = self.indexer.sync(None if rescan else paths, embed=False)
             if self.embed:
-                self.indexer.embed_backlog(cancel=self._stop)
+                self.indexer.embed_backlog(cancel=self._cancel)
         except Exception:
             log.exception("sync after file changes failed; will retry on the next change")
             self._pending.update(paths)

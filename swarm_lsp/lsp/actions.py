@@ -20,8 +20,9 @@ from typing import Any
 from lsprotocol import types
 from lsprotocol.converters import get_converter
 
+from swarm_lsp.codebase import DEFAULT_CODEBASE_QUESTION, MAX_TARGETS
+from swarm_lsp.config import VOTING_STRATEGIES as STRATEGIES
 from swarm_lsp.lsp.session import Target
-from swarm_lsp.swarm.codebase import DEFAULT_CODEBASE_QUESTION, MAX_TARGETS
 from swarm_lsp.swarm.tasks import CODE_KINDS, Task, TextRange, selection_around
 
 EXPLAIN = "swarm.explain"
@@ -54,7 +55,6 @@ KIND_FIX = types.CodeActionKind.QuickFix.value + ".swarm"
 ACTION_KINDS = [KIND_EXPLAIN, KIND_ASK, KIND_REFACTOR, KIND_FIX]
 
 DEFAULT_ASK_QUESTION = "How is this code used in the codebase, and what depends on it?"
-STRATEGIES = ("auto", "majority", "medoid", "judge", "exec")
 MAX_TITLE = 80
 
 _converter = get_converter()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from swarm_lsp.basics import CancellationToken
-from swarm_lsp.index.indexer import Progress as IndexProgress
+from swarm_lsp.progress import Progress as IndexProgress
 from swarm_lsp.swarm.engine import SwarmProgress
 
 if TYPE_CHECKING:
@@ -49,8 +48,6 @@ class Job:
     request_id: Any = None
     progress_token: types.ProgressToken | None = None
     cancel: CancellationToken = field(default_factory=CancellationToken)
-    stop: threading.Event = field(default_factory=threading.Event)
-    """The same signal for the indexer, which takes an Event."""
     folder: str = ""
     """The workspace root the job runs in (a settings change there cancels it)."""
 
@@ -95,7 +92,6 @@ class Jobs:
         found = [job for job in self._running.values() if matches(job)]
         for job in found:
             job.cancel.cancel()
-            job.stop.set()
         return bool(found)
 
     def titles(self) -> list[str]:

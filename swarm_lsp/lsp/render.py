@@ -11,8 +11,8 @@ from typing import Any
 
 from lsprotocol import types
 
+from swarm_lsp.codebase import CodebaseResult
 from swarm_lsp.lsp.documents import Document
-from swarm_lsp.swarm.codebase import CodebaseResult
 from swarm_lsp.swarm.runner import SwarmResult
 from swarm_lsp.swarm.tasks import Edit, apply_edit
 

@@ -31,18 +31,18 @@ from pygls.uris import from_fs_path
 
 from swarm_lsp import __version__
 from swarm_lsp.basics import SwarmLspError
+from swarm_lsp.codebase import Target as CodebaseTarget
+from swarm_lsp.codebase import explain_codebase_task, refactor_codebase
 from swarm_lsp.config import ConfigError
-from swarm_lsp.index.indexer import SyncReport
 from swarm_lsp.lsp import render
 from swarm_lsp.lsp.actions import ContentModified, Request, build_task
 from swarm_lsp.lsp.progress import Job, Jobs, Progress
 from swarm_lsp.lsp.protocol import SwarmProtocol, current_command
 from swarm_lsp.lsp.session import CONFIG_SECTION, Folder, Session, Target, merge_options
-from swarm_lsp.swarm.codebase import Target as CodebaseTarget
-from swarm_lsp.swarm.codebase import explain_codebase_task, refactor_codebase
 from swarm_lsp.swarm.engine import Cancelled
 from swarm_lsp.swarm.runner import SwarmResult
 from swarm_lsp.swarm.tasks import CODE_KINDS, Edit, Task
+from swarm_lsp.workspace import SyncReport
 
 log = logging.getLogger(__name__)
 
@@ -299,11 +299,11 @@ class SwarmServer(LanguageServer):
         scanning = {"token": token, "request_id": request_id, "message": "scanning", "percentage": True}
         async with self.tracked(title, folder, **scanning) as (job, progress):
             report = await asyncio.to_thread(
-                workspace.index, progress=progress.on_index, embed=True, cancel=job.stop
+                workspace.index, progress=progress.on_index, embed=True, cancel=job.cancel
             )
             if workspace.settings.index.watch:
                 await asyncio.to_thread(workspace.start_watching)
-        stopped = " (cancelled part-way; the next sync resumes)" if job.stop.is_set() else ""
+        stopped = " (cancelled part-way; the next sync resumes)" if job.cancel.cancelled else ""
         progress.end(
             f"{report.parsed} files parsed, {report.unchanged} unchanged, {report.deleted} removed, "
             f"{report.embedded} chunks embedded{stopped}"

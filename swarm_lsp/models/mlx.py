@@ -40,6 +40,7 @@ from swarm_lsp.models.base import (
     TokenCallback,
     run_cancellable,
 )
+from swarm_lsp.models.stops import find_stop, stop_prefix_length
 
 BACKEND_NAME = "mlx"
 INSTALL_HINT = 'pip install "swarm-lsp[mlx]"'
@@ -117,26 +118,6 @@ def _context_length_from_config(model_path: Path) -> int:
 
 
 # --- text: stop strings and streaming --------------------------------------------------------
-
-
-def find_stop(text: str, stops: Sequence[str], start: int = 0) -> int | None:
-    """Where the earliest stop string begins in text[start:], or None."""
-    found = [position for stop in stops if (position := text.find(stop, start)) != -1]
-    return min(found) if found else None
-
-
-def stop_prefix_length(text: str, stops: Sequence[str]) -> int:
-    """The length of the longest end of `text` that could still grow into a stop string.
-
-    Streaming holds that much back so that text sent to on_token is never taken back.
-    """
-    longest = 0
-    for stop in stops:
-        for length in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:length]):
-                longest = length
-                break
-    return longest
 
 
 @dataclass

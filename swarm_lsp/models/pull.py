@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from swarm_lsp.hardware import fmt_bytes
 from swarm_lsp.models.base import BackendUnavailable, ModelNotFound
 from swarm_lsp.models.catalog import BUNDLED_NAME, CATALOG, Variant, bundled_model_path, find_entry
+from swarm_lsp.models.hardware import fmt_bytes
 
 
 def choose_variant(name: str, fmt: str) -> Variant:

@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm_lsp.config import Settings
-from swarm_lsp.hardware import (
+from swarm_lsp.models.base import Backend, DoesNotFit, ModelNotFound
+from swarm_lsp.models.catalog import BUNDLED_NAME, Architecture, entry_for_file, find_entry
+from swarm_lsp.models.discovery import LocalModel, discover
+from swarm_lsp.models.gguf import read_gguf
+from swarm_lsp.models.hardware import (
     DEFAULT_VOTERS,
     HardwareProfile,
     MemoryPlan,
@@ -17,10 +21,6 @@ from swarm_lsp.hardware import (
     recommend,
     target_context,
 )
-from swarm_lsp.models.base import Backend, DoesNotFit, ModelNotFound
-from swarm_lsp.models.catalog import BUNDLED_NAME, Architecture, entry_for_file, find_entry
-from swarm_lsp.models.discovery import LocalModel, discover
-from swarm_lsp.models.gguf import read_gguf
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def explain_misfit(run: RunPlan, recommendation: Recommendation) -> str:
 def open_backend(settings: Settings, profile: HardwareProfile) -> tuple[Backend, RunPlan]:
     """Resolve, check the fit, and load. Raises ModelNotFound, DoesNotFit or BackendUnavailable."""
     if uses_remote(settings):
-        from swarm_lsp.models.remote import RemoteBackend
+        from swarm_lsp.models.remote.backend import RemoteBackend
 
         remote = settings.remote
         run = plan_run(settings, profile, None)
@@ -243,7 +243,7 @@ def open_backend(settings: Settings, profile: HardwareProfile) -> tuple[Backend,
         from swarm_lsp.models.mlx import MLXBackend
 
         return MLXBackend(model.path, context_length=run.context, max_parallel=run.voters), run
-    from swarm_lsp.models.llamacpp import LlamaCppBackend
+    from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
 
     backend = LlamaCppBackend(model.path, n_ctx=run.context, n_seq_max=max(run.voters, 1), n_threads=threads)
     return backend, run

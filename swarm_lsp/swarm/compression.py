@@ -33,7 +33,7 @@ from typing import Literal
 from swarm_lsp.basics import CancellationToken
 from swarm_lsp.code.tokens import estimate_tokens
 from swarm_lsp.models.base import GREEDY, Backend, ContextOverflow, GenerationRequest, Message, ModelError
-from swarm_lsp.retrieval import ContextPack, ContextPiece
+from swarm_lsp.swarm.context import ContextPack, ContextPiece
 from swarm_lsp.swarm.engine import Cancelled
 from swarm_lsp.swarm.measure import TokenMeasure
 

@@ -14,22 +14,17 @@ from typing import Any
 
 from swarm_lsp.basics import CancellationToken
 from swarm_lsp.models.base import Backend, GenerationRequest, Message, Sampling
-from swarm_lsp.retrieval import ContextPack, Focus, Retriever
+from swarm_lsp.swarm.answers import ParsedAnswer, parse_answer
+from swarm_lsp.swarm.ballots import Ballot, VoteResult
 from swarm_lsp.swarm.compression import Budget, fit_context
+from swarm_lsp.swarm.context import ContextPack, ContextSource, Focus
 from swarm_lsp.swarm.engine import ProgressCallback, SwarmEngine, SwarmProgress
+from swarm_lsp.swarm.exec_vote import ExecSpec
 from swarm_lsp.swarm.grounding import check_citations, find_citations
 from swarm_lsp.swarm.measure import TokenMeasure
-from swarm_lsp.swarm.tasks import (
-    CODE_KINDS,
-    Edit,
-    ParsedAnswer,
-    Task,
-    build_messages,
-    max_tokens_for,
-    parse_answer,
-    stop_strings,
-)
-from swarm_lsp.swarm.voting import Ballot, ExecSpec, VoteResult, vote
+from swarm_lsp.swarm.prompts import build_messages, max_tokens_for, stop_strings
+from swarm_lsp.swarm.tasks import CODE_KINDS, Edit, Task
+from swarm_lsp.swarm.voting import vote
 
 PROMPT_OVERHEAD_TOKENS = 200
 """System prompt and instructions, beyond the task's own text: kept out of the context budget."""
@@ -113,7 +108,7 @@ class SwarmRunner:
     def __init__(
         self,
         backend: Backend,
-        retriever: Retriever | None,
+        context_source: ContextSource | None,
         root: Path,
         *,
         context_length: int,
@@ -125,7 +120,7 @@ class SwarmRunner:
         compress: bool = True,
     ) -> None:
         self.backend = backend
-        self.retriever = retriever
+        self.context_source = context_source
         self.root = root
         self.context_length = context_length
         self.voters = voters
@@ -284,7 +279,7 @@ class SwarmRunner:
         overhead = PROMPT_OVERHEAD_TOKENS + count(task.prompt) + count(task.selection_text()) + cut
         budget = Budget.for_backend(self.context_length, max_tokens, overhead)
         context, citations = "", []
-        if self.retriever is not None and budget.context_tokens > 0:
+        if self.context_source is not None and budget.context_tokens > 0:
             focus = None
             if task.path is not None:
                 rng = task.range
@@ -293,7 +288,7 @@ class SwarmRunner:
             compress = self.compress and task.kind == "ask" and task.path is None
             factor = RETRIEVE_FACTOR if compress else 1
             pack = await asyncio.to_thread(
-                self.retriever.context_for, query, budget.context_tokens * factor, focus
+                self.context_source.context_for, query, budget.context_tokens * factor, focus
             )
             if compress:
                 context, citations = await self._fit(pack, query, budget, cancel, notes)

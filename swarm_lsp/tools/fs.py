@@ -9,7 +9,7 @@ import stat
 from collections.abc import Sequence
 from typing import Any
 
-from swarm_lsp.index.ignore import is_probably_binary
+from swarm_lsp.code.content import is_probably_binary
 from swarm_lsp.tools.atomic import TEMP_SUFFIX, FileChanged, Stamp, atomic_write, delete_file
 from swarm_lsp.tools.env import ToolEnv, file_errors
 from swarm_lsp.tools.patch import FilePatch, PatchError, apply_file_patch, parse_patch

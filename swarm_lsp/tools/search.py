@@ -113,7 +113,7 @@ def _prepare_find_symbol(env: ToolEnv, args: dict[str, Any]) -> Plan:
 
     async def run(progress: Any) -> Output:
         await env.index_ready()
-        symbols = await asyncio.to_thread(env.workspace.store.find_symbol, name)
+        symbols = await asyncio.to_thread(env.workspace.find_symbol, name)
         found = []
         for symbol in symbols:
             safe = _visible_rel(env, symbol.path)
@@ -182,7 +182,7 @@ def _prepare_get_outline(env: ToolEnv, args: dict[str, Any]) -> Plan:
 
     async def run(progress: Any) -> Output:
         await env.index_ready()
-        outline = await asyncio.to_thread(env.workspace.store.outline, rel)
+        outline = await asyncio.to_thread(env.workspace.outline, rel)
         if outline is None:
             raise ToolError(
                 f"{safe.shown} is not in the index: it does not exist, or it is ignored (.gitignore, "
@@ -222,8 +222,7 @@ GET_OUTLINE = Tool(
 
 
 def repo_map_text(env: ToolEnv, budget: int, focus: list[str]) -> str:
-    graph = env.workspace.retriever.graph()
-    text = graph.repo_map(budget, focus)
+    text = env.workspace.repo_map(budget, focus)
     blocks = [block for block in text.split("\n\n") if block]
     kept = [block for block in blocks if _visible_rel(env, block.split("\n", 1)[0].rstrip(":")) is not None]
     return "\n\n".join(kept)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarm_lsp.basics import CancellationToken, SwarmLspError
 from swarm_lsp.swarm.engine import SwarmProgress
@@ -20,6 +20,9 @@ from swarm_lsp.tools.env import ToolEnv
 from swarm_lsp.tools.fs import read_text, unified_diff
 from swarm_lsp.tools.registry import Output, Plan, Progress, Refused, Tier, Tool, ToolError
 from swarm_lsp.tools.sandbox import SafePath
+
+if TYPE_CHECKING:
+    from swarm_lsp.workspace import Workspace
 
 PROGRESS_EVERY_S = 0.5
 
@@ -90,13 +93,13 @@ def withhold_secrets(env: ToolEnv, result: Any) -> None:
     """
     if env.sandbox.allow_secrets:
         return
-    store = env.workspace.store
+    workspace = env.workspace
     said = result.answer + ("" if result.edit is None else result.edit.new_text)
     cited = {source.split(":")[0].split(" (")[0] for source in result.sources}
     leaked = sorted(path for path in cited if env.sandbox.is_secret(path))
-    for path in store.files():
+    for path in workspace.indexed_paths():
         stale = env.sandbox.is_secret(path) and path not in leaked
-        if stale and any(value in said for value in _secret_values(store, path)):
+        if stale and any(value in said for value in _secret_values(workspace, path)):
             leaked.append(path)
     if leaked:
         raise Refused(
@@ -106,10 +109,10 @@ def withhold_secrets(env: ToolEnv, result: Any) -> None:
         )
 
 
-def _secret_values(store: Any, path: str) -> list[str]:
+def _secret_values(workspace: Workspace, path: str) -> list[str]:
     """Value-like pieces of a secret file: long enough, and with a digit or very long."""
     pieces = []
-    for chunk in store.chunks(path):
+    for chunk in workspace.chunks(path):
         for piece in re.split(r"[\s=:'\",;]+", chunk.text):
             if len(piece) >= 8 and (any(c.isdigit() for c in piece) or len(piece) >= 16):
                 pieces.append(piece)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from swarm_lsp.basics import CancellationToken
 from swarm_lsp.tools.atomic import WriteJournal
 from swarm_lsp.tools.audit import AuditLog
 from swarm_lsp.tools.cache import ResultCache
@@ -66,7 +67,7 @@ class Toolbox:
         )
         self._index_lock = threading.Lock()
         self._indexed = threading.Event()
-        self._stop = threading.Event()
+        self._stop = CancellationToken()
         self._embedding: threading.Thread | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -80,7 +81,7 @@ class Toolbox:
 
     def close(self) -> None:
         """Stop background embedding. The workspace (index, watcher, model) is closed by its owner."""
-        self._stop.set()
+        self._stop.cancel()
         with self._index_lock:  # a first sync still running stops at its next file
             pass
         if self._embedding is not None:
@@ -112,7 +113,7 @@ class Toolbox:
                         earlier(sync_report)
 
                 watcher.on_sync = on_sync
-            if self.workspace.embedder is not None and not self._stop.is_set():
+            if self.workspace.embedder is not None and not self._stop.cancelled:
                 self._embedding = threading.Thread(
                     target=self._embed, name="swarm-lsp-mcp-embed", daemon=True
                 )
@@ -120,7 +121,7 @@ class Toolbox:
 
     def _embed(self) -> None:
         try:
-            self.workspace.indexer.embed_backlog(cancel=self._stop)
+            self.workspace.embed_backlog(cancel=self._stop)
         except Exception:  # background work: report and carry on with full-text search
             log.exception("embedding the index backlog failed; search uses full text until the next sync")
         self.cache.index_changed()

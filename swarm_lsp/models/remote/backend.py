@@ -23,8 +23,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import httpx
@@ -36,7 +35,6 @@ from swarm_lsp.models.base import (
     Candidate,
     ContextOverflow,
     Deadline,
-    FinishReason,
     GenerationRequest,
     GenerationTimeout,
     ModelError,
@@ -44,10 +42,25 @@ from swarm_lsp.models.base import (
     Sampling,
     TokenCallback,
 )
+from swarm_lsp.models.remote.http import (
+    MODEL_MISSING,
+    RemoteError,
+    describe_transport_error,
+    error_message_of,
+    normalise_base_url,
+    offers,
+)
+from swarm_lsp.models.remote.streaming import (
+    BACKEND_NAME,
+    Draft,
+    apply_chunk,
+    candidates_or_error,
+    parse_chunk,
+    sse_data,
+)
 
 log = logging.getLogger(__name__)
 
-BACKEND_NAME = "remote"
 DEFAULT_MAX_PARALLEL = 4
 
 # How often generate() looks at the cancellation token and the deadline while text streams in.
@@ -58,81 +71,9 @@ _MAX_RETRY_AFTER_S = 30.0
 # Failures that happen before the server has seen the request, so sending it again is safe.
 _RETRYABLE_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
-_MODEL_MISSING = re.compile(r"model\b.*\b(does not exist|not found|unknown|no such)|unknown model", re.I)
 _CONTEXT_OVERFLOW = re.compile(r"context (length|window|size)|maximum context|exceeds? the context", re.I)
 # llama-server says "Only one completion choice is allowed"; others name the parameter n.
 _N_REJECTED = re.compile(r"\bchoices?\b|\bn\b", re.I)
-
-
-class RemoteError(ModelError):
-    """The server answered with an error that none of the more specific errors describes."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def normalise_base_url(url: str) -> str:
-    """The OpenAI-compatible base URL: `host:port` and `http://host:port/` gain `/v1`.
-
-    A URL that already has a path is kept as given, since some servers serve the API under
-    another prefix (`.../openai/v1`, `.../v1beta/openai`).
-    """
-    url = url.strip()
-    if "://" not in url:
-        url = "http://" + url  # people type "127.0.0.1:8080"
-    url = url.rstrip("/")
-    for endpoint in ("/chat/completions", "/models"):  # a pasted endpoint URL instead of the base
-        if url.endswith(endpoint):
-            url = url[: -len(endpoint)]
-    if httpx.URL(url).path in ("", "/"):
-        url += "/v1"
-    return url
-
-
-@dataclass
-class _Draft:
-    """A candidate while its text arrives."""
-
-    index: int
-    sampling: Sampling
-    started_at: float
-    pieces: list[str] = field(default_factory=list)
-    seen: bool = False  # the server sent at least one chunk for this candidate
-    finish_reason: FinishReason | None = None
-    completion_tokens: int = 0
-    prompt_tokens: int = 0
-    elapsed_s: float = 0.0
-    error: ModelError | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
-
-    def add(self, text: str) -> None:
-        self.pieces.append(text)
-        self.completion_tokens += 1  # most servers send one token per chunk; usage overrides it
-
-    def finish(self, reason: FinishReason) -> None:
-        if not self.finished:
-            self.finish_reason = reason
-            self.elapsed_s = time.monotonic() - self.started_at
-
-    def fail(self, error: ModelError) -> None:
-        self.error = error
-        self.finish("error")
-
-    def to_candidate(self) -> Candidate:
-        return Candidate(
-            index=self.index,
-            text="".join(self.pieces),
-            finish_reason=self.finish_reason or "error",
-            sampling=self.sampling,
-            completion_tokens=self.completion_tokens,
-            prompt_tokens=self.prompt_tokens,
-            elapsed_s=self.elapsed_s,
-            backend=BACKEND_NAME,
-        )
 
 
 class RemoteBackend:
@@ -203,7 +144,7 @@ class RemoteBackend:
 
     async def generate(self, request: GenerationRequest) -> list[Candidate]:
         started_at = time.monotonic()
-        drafts = [_Draft(i, request.sampling_for(i), started_at) for i in range(request.n)]
+        drafts = [Draft(i, request.sampling_for(i), started_at) for i in range(request.n)]
         work = asyncio.ensure_future(self._produce(request, drafts))
         outcome = await _wait_for(work, request.cancel, Deadline(request.timeout))
         if outcome == "cancelled":
@@ -219,7 +160,7 @@ class RemoteBackend:
                 partial=partial,
             )
         work.result()  # raises what went wrong for every candidate alike
-        return _candidates_or_error(drafts)
+        return candidates_or_error(drafts)
 
     async def list_models(self) -> list[str]:
         """The model names the server offers (GET /models)."""
@@ -238,7 +179,7 @@ class RemoteBackend:
 
     # -- planning the requests ------------------------------------------------------------------
 
-    async def _produce(self, request: GenerationRequest, drafts: list[_Draft]) -> None:
+    async def _produce(self, request: GenerationRequest, drafts: list[Draft]) -> None:
         model = await self._resolve_model()
         common = _common_payload(request, model)
         waiting = drafts
@@ -247,7 +188,7 @@ class RemoteBackend:
         if waiting:
             await self._ask_in_parallel(common, waiting, request.on_token)
 
-    def _may_ask_for_all_at_once(self, drafts: Sequence[_Draft]) -> bool:
+    def _may_ask_for_all_at_once(self, drafts: Sequence[Draft]) -> bool:
         first = drafts[0].sampling
         same_sampling = all(
             d.sampling.temperature == first.temperature and d.sampling.top_p == first.top_p for d in drafts
@@ -255,8 +196,8 @@ class RemoteBackend:
         return len(drafts) > 1 and same_sampling and self._server_honours_n is not False
 
     async def _ask_for_all_at_once(
-        self, common: dict[str, Any], drafts: list[_Draft], on_token: TokenCallback | None
-    ) -> list[_Draft]:
+        self, common: dict[str, Any], drafts: list[Draft], on_token: TokenCallback | None
+    ) -> list[Draft]:
         """One request with n; returns the drafts the server did not produce."""
         payload = {**common, **_sampling_fields(drafts[0].sampling), "n": len(drafts)}
         try:
@@ -275,7 +216,7 @@ class RemoteBackend:
         return missing
 
     async def _ask_in_parallel(
-        self, common: dict[str, Any], drafts: list[_Draft], on_token: TokenCallback | None
+        self, common: dict[str, Any], drafts: list[Draft], on_token: TokenCallback | None
     ) -> None:
         """One request per draft (bounded by max_parallel); a failure stays with its draft."""
         outcomes = await asyncio.gather(
@@ -291,7 +232,7 @@ class RemoteBackend:
     # -- one streaming request ------------------------------------------------------------------
 
     async def _stream_into(
-        self, payload: dict[str, Any], targets: Sequence[_Draft], on_token: TokenCallback | None
+        self, payload: dict[str, Any], targets: Sequence[Draft], on_token: TokenCallback | None
     ) -> None:
         """Stream one chat completion; choice i of the answer feeds targets[i]."""
         async with self._slots:
@@ -307,47 +248,23 @@ class RemoteBackend:
         self._settle(targets, complete, broken)
 
     async def _read_answer(
-        self, response: httpx.Response, targets: Sequence[_Draft], on_token: TokenCallback | None
+        self, response: httpx.Response, targets: Sequence[Draft], on_token: TokenCallback | None
     ) -> bool:
         """Apply the answer's chunks to the targets; True when the server said it was done."""
         if response.headers.get("content-type", "").startswith("application/json"):
             # The server ignored stream=true and sent the whole completion at once.
-            self._apply_chunk(json.loads(await response.aread()), targets, on_token)
+            apply_chunk(json.loads(await response.aread()), targets, on_token, self.base_url)
             for draft in targets:
                 if draft.seen:
                     draft.finish("stop")
             return True
-        async for data in _sse_data(response):
+        async for data in sse_data(response):
             if data == "[DONE]":
                 return True
-            self._apply_chunk(_parse_chunk(data, self.base_url), targets, on_token)
+            apply_chunk(parse_chunk(data, self.base_url), targets, on_token, self.base_url)
         return all(d.finished for d in targets if d.seen) and any(d.seen for d in targets)
 
-    def _apply_chunk(
-        self, chunk: dict[str, Any], targets: Sequence[_Draft], on_token: TokenCallback | None
-    ) -> None:
-        if chunk.get("error"):
-            message, _ = _error_message(chunk)
-            raise RemoteError(f"{self.base_url} reported an error while streaming: {message}")
-        for choice in chunk.get("choices") or []:
-            position = choice.get("index", 0)
-            if not isinstance(position, int) or not 0 <= position < len(targets):
-                continue  # more choices than asked for: not ours to place
-            draft = targets[position]
-            draft.seen = True
-            delta = choice.get("delta") or choice.get("message") or {}
-            text = delta.get("content") or ""
-            if text:
-                draft.add(text)
-                if on_token is not None:
-                    on_token(draft.index, text)
-            if choice.get("finish_reason"):
-                draft.finish(_finish_reason(choice["finish_reason"]))
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            _apply_usage(usage, targets)
-
-    def _settle(self, targets: Sequence[_Draft], complete: bool, broken: ModelError | None) -> None:
+    def _settle(self, targets: Sequence[Draft], complete: bool, broken: ModelError | None) -> None:
         """After a stream ends: an answer without output is an error; unfinished choices failed."""
         if not any(d.seen for d in targets):
             raise broken or RemoteError(
@@ -358,7 +275,7 @@ class RemoteBackend:
             if draft.seen and not draft.finished:
                 draft.fail(broken or self._cut_short(draft, complete))
 
-    def _cut_short(self, draft: _Draft, complete: bool) -> RemoteError:
+    def _cut_short(self, draft: Draft, complete: bool) -> RemoteError:
         if complete:
             return RemoteError(
                 f"{self.base_url} ended candidate {draft.index} without a finish reason; "
@@ -431,7 +348,7 @@ class RemoteBackend:
             )
         if isinstance(failure, httpx.TransportError):
             return BackendUnavailable(f"{self.base_url} closed the connection without answering ({tries})")
-        message, _ = _error_message_of(failure)
+        message, _ = error_message_of(failure)
         if failure.status_code == 429:
             return BackendUnavailable(
                 f"{self.base_url} is rate limiting requests (429: {message}; {tries}); "
@@ -453,7 +370,7 @@ class RemoteBackend:
     async def _error_for(self, response: httpx.Response) -> ModelError:
         """Turn an error answer into the error that tells the user what to do."""
         status = response.status_code
-        message, code = _error_message_of(response)
+        message, code = error_message_of(response)
         request = response.request
         what = f"{request.method} {request.url} answered {status} {response.reason_phrase}: {message}"
         if status in (401, 403):
@@ -467,7 +384,7 @@ class RemoteBackend:
             return ContextOverflow(f"{what}. Shorten the prompt or lower max_tokens")
         if response.request.url.path.endswith("/models"):
             return self._maybe_wrong_base_url(what, status)
-        if status == 404 or code == "model_not_found" or _MODEL_MISSING.search(message):
+        if status == 404 or code == "model_not_found" or MODEL_MISSING.search(message):
             return await self._model_not_found(what, status)
         return RemoteError(what, status)
 
@@ -476,7 +393,7 @@ class RemoteBackend:
             offered = await self.list_models()
         except ModelError:
             return self._maybe_wrong_base_url(what, status)
-        if self._model in offered and not _MODEL_MISSING.search(what):
+        if self._model in offered and not MODEL_MISSING.search(what):
             return RemoteError(what, status)  # the model exists, so the 404 is about something else
         return ModelNotFound(self._not_offered(self._model or "", offered))
 
@@ -526,7 +443,7 @@ class RemoteBackend:
                     f"{self.base_url} lists no models; set the remote backend's model to the name it expects"
                 )
             self._model = names[0]
-        elif not _offers(names, self._model):
+        elif not offers(names, self._model):
             raise ModelNotFound(self._not_offered(self._model, names))
         self._learn_context_length(entries)
         self._model_checked = True
@@ -578,16 +495,6 @@ async def _stop(work: asyncio.Future[None]) -> None:
         work.exception()  # retrieved so asyncio does not log it; the caller stopped caring
 
 
-def _candidates_or_error(drafts: Sequence[_Draft]) -> list[Candidate]:
-    """The candidates, unless every one failed: then the first failure is the answer."""
-    failed = [d for d in drafts if d.error is not None]
-    if failed and len(failed) == len(drafts):
-        raise failed[0].error  # type: ignore[misc]
-    for draft in failed:
-        log.warning("candidate %d failed: %s", draft.index, draft.error)
-    return [draft.to_candidate() for draft in drafts]
-
-
 def _common_payload(request: GenerationRequest, model: str) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "model": model,
@@ -605,78 +512,15 @@ def _sampling_fields(sampling: Sampling) -> dict[str, Any]:
     return {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
 
 
-async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The `data:` payloads of a server-sent event stream.
-
-    Each data line is taken as one payload: OpenAI-compatible servers put one JSON object per
-    line, and some omit the blank line that should end an event.
-    """
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            yield line[5:].strip()
-
-
-def _parse_chunk(data: str, base_url: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(data)
-    except ValueError as exc:
-        raise RemoteError(f"{base_url} sent a stream chunk that is not JSON: {data[:200]!r}") from exc
-    if not isinstance(chunk, dict):
-        raise RemoteError(f"{base_url} sent a stream chunk that is not a JSON object: {data[:200]!r}")
-    return chunk
-
-
-def _apply_usage(usage: dict[str, Any], targets: Sequence[_Draft]) -> None:
-    for draft in targets:
-        if isinstance(usage.get("prompt_tokens"), int):
-            draft.prompt_tokens = usage["prompt_tokens"]
-    # With several choices the completion count is their sum; only a lone choice can take it.
-    if len(targets) == 1 and isinstance(usage.get("completion_tokens"), int):
-        targets[0].completion_tokens = usage["completion_tokens"]
-
-
-def _finish_reason(reason: str) -> FinishReason:
-    if reason in ("length", "max_tokens"):
-        return "length"
-    if reason in ("content_filter", "error"):
-        return "error"
-    return "stop"  # stop, eos, stop_sequence, tool_calls: the model ended its answer
-
-
 def _worth_retrying(status: int) -> bool:
     return status == 429 or status >= 500
-
-
-def _offers(names: Sequence[str], model: str) -> bool:
-    # Ollama lists "llama3:latest" and answers to "llama3".
-    return model in names or f"{model}:latest" in names
 
 
 def _describe(failure: httpx.Response | httpx.TransportError) -> str:
     if isinstance(failure, httpx.Response):
         return f"answered {failure.status_code} {failure.reason_phrase}"
-    return f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+    return describe_transport_error(failure)
 
 
 def _excerpt(response: httpx.Response) -> str:
     return repr(response.text[:200])
-
-
-def _error_message_of(response: httpx.Response) -> tuple[str, str | None]:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:300] or "(no message)", None
-    return _error_message(body)
-
-
-def _error_message(body: Any) -> tuple[str, str | None]:
-    """The message and code of an error body in any of the shapes servers use."""
-    if not isinstance(body, dict):
-        return str(body)[:300], None
-    error = body.get("error", body)
-    if isinstance(error, dict):
-        message = error.get("message") or error.get("detail") or json.dumps(error)[:300]
-        code = error.get("code")
-        return str(message), str(code) if code is not None else None
-    return str(error or body.get("detail") or body)[:300], None

@@ -227,7 +227,7 @@ def explain_codebase_task(
     workspace: Workspace, question: str = "", *, map_tokens: int = REPO_MAP_TOKENS
 ) -> Task:
     """An ``ask`` about the codebase as a whole: the question (a default one when empty) and the repo map."""
-    repo_map = workspace.retriever.graph().repo_map(map_tokens)
+    repo_map = workspace.repo_map(map_tokens)
     prompt = question.strip() or DEFAULT_CODEBASE_QUESTION
     if repo_map.strip():
         prompt += f"\n\nRepo map (the most central files and their main definitions):\n{repo_map}"
