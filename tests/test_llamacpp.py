@@ -22,7 +22,7 @@ from swarm_lsp.models.base import (
     Sampling,
 )
 from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
-from swarm_lsp.models.llamacpp.decoding import _CandidateText, _PromptLookup
+from swarm_lsp.models.llamacpp.decoding import CandidateText, PromptLookup
 
 pytestmark = pytest.mark.slow
 
@@ -136,13 +136,13 @@ async def test_multibyte_characters_split_across_tokens_stream_cleanly(backend: 
     tokens = backend.tokenize(original)
     assert len(tokens) > len(original.split())  # byte-level BPE splits these characters
 
-    text = _CandidateText(stops=())
+    text = CandidateText(stops=())
     streamed = "".join(text.add(backend._piece(token)) for token in tokens) + text.flush()
     assert streamed == original == text.text
 
 
 def test_text_that_may_start_a_stop_string_is_held_back_until_clear():
-    text = _CandidateText(stops=["</answer>"])
+    text = CandidateText(stops=["</answer>"])
     assert text.add(b"x < y </") == "x < y "
     assert text.add(b"b> and ") == "</b> and "  # a false alarm is released
     assert text.add(b"</ans") == ""
@@ -153,7 +153,7 @@ def test_text_that_may_start_a_stop_string_is_held_back_until_clear():
 
 def test_prompt_lookup_drafts_what_followed_the_latest_match():
     prompt = [1, 2, 3, 4, 5, 9, 1, 2]
-    lookup = _PromptLookup(prompt, _PromptLookup.index(prompt))
+    lookup = PromptLookup(prompt, PromptLookup.index(prompt))
     assert lookup.draft(3) == [3, 4, 5]  # after the bigram (1, 2)
     lookup.append(7)
     assert lookup.draft(3) == []  # 7 was never seen

@@ -30,7 +30,7 @@ from swarm_lsp.models.base import (
     Sampling,
 )
 from swarm_lsp.models.remote.backend import RemoteBackend
-from swarm_lsp.models.remote.http import RemoteError, _error_message, normalise_base_url
+from swarm_lsp.models.remote.http import RemoteError, error_message_in, normalise_base_url
 
 pytestmark = pytest.mark.slow
 
@@ -162,9 +162,9 @@ def test_base_url_is_normalised(given: str, expected: str) -> None:
 
 
 def test_error_bodies_in_the_shapes_servers_use() -> None:
-    assert _error_message({"error": {"message": "boom", "code": "x"}}) == ("boom", "x")
-    assert _error_message({"detail": "Invalid API key"}) == ("Invalid API key", None)
-    assert _error_message({"error": "model 'x' not found"}) == ("model 'x' not found", None)
+    assert error_message_in({"error": {"message": "boom", "code": "x"}}) == ("boom", "x")
+    assert error_message_in({"detail": "Invalid API key"}) == ("Invalid API key", None)
+    assert error_message_in({"error": "model 'x' not found"}) == ("model 'x' not found", None)
 
 
 async def test_connection_refused_is_explained_after_retries(caplog: pytest.LogCaptureFixture) -> None:

@@ -514,9 +514,7 @@ def test_opening_after_a_crash_removes_the_interrupted_files(tmp_path: Path) -> 
     interrupted = [parsed_file("new.py", ["fresh"]), parsed_file("changed.py", ["old"], 1)]
     (tmp_path / store_module.JOURNAL_FILE).write_text(json.dumps({"paths": ["new.py", "changed.py"]}))
     chunks = [chunk for item in interrupted for chunk in item.chunks]
-    store._replace(
-        "chunks", "chunk_id", tables_module._chunk_table(chunks, {}, DIM), ["new.py", "changed.py"]
-    )
+    store._replace("chunks", "chunk_id", tables_module.chunk_table(chunks, {}, DIM), ["new.py", "changed.py"])
 
     reopened = open_store(tmp_path)
 
@@ -532,8 +530,8 @@ def test_opening_after_a_crash_removes_the_interrupted_files(tmp_path: Path) -> 
 def test_remove_orphans_deletes_rows_without_a_file_row(store: IndexStore) -> None:
     store.replace_files([parsed_file("kept.py", ["kept"])])
     orphan = parsed_file("orphan.py", ["lost"])
-    store._replace("chunks", "chunk_id", tables_module._chunk_table(orphan.chunks, {}, DIM), ["orphan.py"])
-    store._replace("symbols", "id", tables_module._symbol_table([orphan]), ["orphan.py"])
+    store._replace("chunks", "chunk_id", tables_module.chunk_table(orphan.chunks, {}, DIM), ["orphan.py"])
+    store._replace("symbols", "id", tables_module.symbol_table([orphan]), ["orphan.py"])
 
     assert store.remove_orphans() == ["orphan.py"]
     assert store.chunks("orphan.py") == [] and store.symbols(path="orphan.py") == []

@@ -11,8 +11,8 @@ from typing import Any
 from lancedb.expr import Expr, col, lit
 
 from swarm_lsp.index.errors import VectorSearchUnavailable
-from swarm_lsp.index.tables import CHUNKS, FTS_COLUMN, VECTOR_COLUMN, _as_vector
-from swarm_lsp.index.text_query import _fts_query
+from swarm_lsp.index.tables import CHUNKS, FTS_COLUMN, VECTOR_COLUMN, as_vector
+from swarm_lsp.index.text_query import fts_query
 
 # The store's logger: what the store logs keeps one source, whichever of its modules says it.
 logger = logging.getLogger("swarm_lsp.index.store")
@@ -20,7 +20,7 @@ logger = logging.getLogger("swarm_lsp.index.store")
 RRF_K = 60
 """Reciprocal-rank fusion constant (Cormack et al.): score = sum of 1 / (RRF_K + rank)."""
 
-_IN_LIST_SIZE = 1_000
+IN_LIST_SIZE = 1_000
 """Keys per IN (...) filter when reading by key."""
 _HIT_COLUMNS = ["chunk_id", "path", "start_line", "end_line", "symbol", "kind", "language", "text"]
 
@@ -54,7 +54,7 @@ class SearchFilter:
     kinds: Sequence[str] | None = None
 
 
-class _ChunkSearch:
+class ChunkSearch:
     """The search half of `IndexStore` (store.py), which it is mixed into: reads of its chunks table."""
 
     embedder_id: str | None
@@ -63,7 +63,7 @@ class _ChunkSearch:
 
     def search_fts(self, query: str, k: int = 10, filter: SearchFilter | None = None) -> list[ChunkHit]:
         """Chunks ranked by BM25 over text, path and symbol, identifiers split (see the module docstring)."""
-        text = _fts_query(query)
+        text = fts_query(query)
         if not text or k <= 0:
             return []
         builder = (
@@ -87,7 +87,7 @@ class _ChunkSearch:
             )
         if k <= 0:
             return []
-        query = _as_vector(vector, self._require_dimension())
+        query = as_vector(vector, self._require_dimension())
         builder = (
             self._tables[CHUNKS]
             .search(query, query_type="vector", vector_column_name=VECTOR_COLUMN)
@@ -160,12 +160,12 @@ def _fuse(ranked_lists: list[list[ChunkHit]], k: int) -> list[ChunkHit]:
     ]
 
 
-def _path_in(paths: Sequence[str]) -> Expr:
+def path_in(paths: Sequence[str]) -> Expr:
     # Expressions, not SQL text: any path (quotes, unicode, newlines) is a literal.
     return col("path") == lit(paths[0]) if len(paths) == 1 else col("path").isin(list(paths))
 
 
-def _all_of(conditions: list[Expr]) -> Expr | None:
+def all_of(conditions: list[Expr]) -> Expr | None:
     if not conditions:
         return None
     combined = conditions[0]
@@ -181,7 +181,7 @@ def _filter_expr(search_filter: SearchFilter | None) -> Expr | None:
     if search_filter.paths is not None:
         if not search_filter.paths:
             return col("path") != col("path")  # matches nothing
-        conditions.append(_path_in(list(search_filter.paths)))
+        conditions.append(path_in(list(search_filter.paths)))
     if search_filter.path_prefix:
         prefix = search_filter.path_prefix
         # A prefix range: UTF-8 byte order is code point order, and U+10FFFF is the last code point.
@@ -190,9 +190,9 @@ def _filter_expr(search_filter: SearchFilter | None) -> Expr | None:
         conditions.append(col("language").isin(list(search_filter.languages)))
     if search_filter.kinds is not None:
         conditions.append(col("kind").isin(list(search_filter.kinds)))
-    return _all_of(conditions)
+    return all_of(conditions)
 
 
-def _groups(items: Sequence[str], size: int) -> Iterable[list[str]]:
+def in_groups(items: Sequence[str], size: int) -> Iterable[list[str]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from lancedb.index import IvfPq
 
 from swarm_lsp.index.tables import (
-    _CACHE_SCHEMA,
+    CACHE_SCHEMA,
     CHUNKS,
     EMBEDDING_CACHE,
     FILES,
@@ -44,7 +44,7 @@ from swarm_lsp.index.tables import (
     REFERENCES,
     SYMBOLS,
     VECTOR_COLUMN,
-    _cache_key,
+    cache_key,
 )
 
 MAX_FRAGMENTS = 16
@@ -92,7 +92,7 @@ class MaintenanceReport:
     seconds: float
 
 
-class _Maintenance:
+class Maintenance:
     """The maintenance half of `IndexStore` (store.py), which it is mixed into: it works on the
     store's tables under the store's write lock."""
 
@@ -129,7 +129,7 @@ class _Maintenance:
             fragments=fragments,
             versions=versions,
             fts_unindexed_rows=self._unindexed_rows(FTS_COLUMN),
-            vector_index=_index_name(tables[CHUNKS], VECTOR_COLUMN) is not None,
+            vector_index=index_name_of(tables[CHUNKS], VECTOR_COLUMN) is not None,
         )
 
     def maybe_optimize(self, *, force: bool = False) -> MaintenanceReport:
@@ -161,7 +161,7 @@ class _Maintenance:
             return False
         chunks = self._tables[CHUNKS]
         with self._write_lock:
-            if _index_name(chunks, VECTOR_COLUMN) is not None:
+            if index_name_of(chunks, VECTOR_COLUMN) is not None:
                 return False
             if chunks.count_rows("has_vector = true") < max(min_rows, 256):  # PQ training needs 256
                 return False
@@ -184,7 +184,7 @@ class _Maintenance:
 
     def _unindexed_rows(self, column: str) -> int:
         chunks = self._tables[CHUNKS]
-        name = _index_name(chunks, column)
+        name = index_name_of(chunks, column)
         if name is None:
             return 0
         stats = chunks.index_stats(name)
@@ -199,18 +199,18 @@ class _Maintenance:
         if total < max(CACHE_PRUNE_MIN_ROWS, 2 * self._tables[CHUNKS].count_rows()):
             return 0
         used = pa.array(
-            [_cache_key(self.embedder_id, h) for h in self._column(CHUNKS, "text_hash")], pa.string()
+            [cache_key(self.embedder_id, h) for h in self._column(CHUNKS, "text_hash")], pa.string()
         )
         everything = cache.to_arrow()
         kept = everything.filter(pc.is_in(everything.column("key"), value_set=used))
         # One atomic overwrite; other embedders' vectors go too (they would be re-embedded on a switch).
         self._tables[EMBEDDING_CACHE] = self._db.create_table(
-            EMBEDDING_CACHE, data=kept, schema=_CACHE_SCHEMA, mode="overwrite"
+            EMBEDDING_CACHE, data=kept, schema=CACHE_SCHEMA, mode="overwrite"
         )
         return total - kept.num_rows
 
 
-def _index_name(table: Any, column: str) -> str | None:
+def index_name_of(table: Any, column: str) -> str | None:
     for index in table.list_indices():
         if list(index.columns) == [column]:
             return str(index.name)

@@ -61,29 +61,29 @@ from lancedb.index import FTS
 from swarm_lsp.code.symbols import Reference, Symbol
 from swarm_lsp.config import workspace_data_dir
 from swarm_lsp.index import manifest
-from swarm_lsp.index.chunk_search import _IN_LIST_SIZE, _all_of, _ChunkSearch, _groups, _path_in
+from swarm_lsp.index.chunk_search import IN_LIST_SIZE, ChunkSearch, all_of, in_groups, path_in
 from swarm_lsp.index.errors import IndexNotReady, IndexStoreError
-from swarm_lsp.index.maintenance import _index_name, _Maintenance
+from swarm_lsp.index.maintenance import Maintenance, index_name_of
 from swarm_lsp.index.records import SCHEMA_VERSION, Chunk, FileRecord, ParsedFile
 from swarm_lsp.index.tables import (
-    _CACHE_SCHEMA,
-    _FILES_SCHEMA,
-    _SYMBOLS_SCHEMA,
+    CACHE_SCHEMA,
     CHUNKS,
     DATA_TABLES,
     EMBEDDING_CACHE,
     FILES,
+    FILES_SCHEMA,
     FTS_COLUMN,
     REFERENCES,
     SYMBOLS,
-    _check_paths,
-    _chunk_table,
-    _data_schemas,
-    _file_table,
-    _reference_table,
-    _symbol_table,
+    SYMBOLS_SCHEMA,
+    check_paths,
+    chunk_table,
+    data_schemas,
+    file_table,
+    reference_table,
+    symbol_table,
 )
-from swarm_lsp.index.vectors import _Vectors
+from swarm_lsp.index.vectors import VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class IndexedFile:
     indexed_at: float
 
 
-class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
+class IndexStore(ChunkSearch, VectorStore, Maintenance):
     """Tables, writes, searches and maintenance of one workspace index. Thread-safe; writes serialize."""
 
     def __init__(
@@ -181,7 +181,7 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
     def _open_tables(self) -> None:
         meta = _read_meta(self.directory / META_FILE)
         existing = set(self._db.list_tables().tables)
-        schemas = _data_schemas(self.dimension)
+        schemas = data_schemas(self.dimension)
         reason = self._rebuild_reason(meta, existing, schemas)
         if reason is not None and self.read_only:
             raise IndexNotReady(
@@ -252,7 +252,7 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
         return None
 
     def _open_cache(self, existing: set[str]) -> None:
-        schema = _CACHE_SCHEMA
+        schema = CACHE_SCHEMA
         table = None
         if EMBEDDING_CACHE in existing:
             try:
@@ -270,7 +270,7 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
 
     def _ensure_fts_index(self) -> None:
         chunks = self._tables[CHUNKS]
-        if _index_name(chunks, FTS_COLUMN) is None:
+        if index_name_of(chunks, FTS_COLUMN) is None:
             # Stemming and stop words help natural-language questions; "_" already splits tokens.
             chunks.create_index(FTS_COLUMN, config=FTS(with_position=False), replace=True)
 
@@ -288,17 +288,17 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
             return
         by_path = {item.record.path: item for item in parsed}  # a path given twice: the last wins
         batch = list(by_path.values())
-        _check_paths(batch)
+        check_paths(batch)
         paths = list(by_path)
         now = time.time()
         chunks = list({chunk.chunk_id: chunk for item in batch for chunk in item.chunks}.values())
         # Everything that can fail on bad input happens before the journal and the first commit.
         chunk_vectors = self._vectors_for(chunks, vectors or {})
         tables = [
-            (REFERENCES, "id", _reference_table(batch)),
-            (SYMBOLS, "id", _symbol_table(batch)),
-            (CHUNKS, "chunk_id", _chunk_table(chunks, chunk_vectors, self.dimension)),
-            (FILES, "path", _file_table(batch, now)),  # last: see "Crash safety" in the module docstring
+            (REFERENCES, "id", reference_table(batch)),
+            (SYMBOLS, "id", symbol_table(batch)),
+            (CHUNKS, "chunk_id", chunk_table(chunks, chunk_vectors, self.dimension)),
+            (FILES, "path", file_table(batch, now)),  # last: see "Crash safety" in the module docstring
         ]
         with self._write_lock, self._journal(paths):
             for name, key, data in tables:
@@ -315,12 +315,12 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
         if not stats:
             return
         paths = list(stats)
-        rows = self._select(FILES, _path_in(paths), _FILES_SCHEMA.names).to_pylist()
+        rows = self._select(FILES, path_in(paths), FILES_SCHEMA.names).to_pylist()
         for row in rows:
             row["size"], row["mtime_ns"] = stats[row["path"]]
         if not rows:
             return
-        data = pa.Table.from_pylist(rows, schema=_FILES_SCHEMA)
+        data = pa.Table.from_pylist(rows, schema=FILES_SCHEMA)
         with self._write_lock:
             self._tables[FILES].merge_insert("path").when_matched_update_all().execute(data)
             self._touch(time.time())
@@ -337,8 +337,8 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
 
     def _delete_rows(self, paths: list[str]) -> None:
         for name in (REFERENCES, SYMBOLS, CHUNKS, FILES):  # files last, as in replace_files
-            for group in _groups(paths, _IN_LIST_SIZE):
-                self._tables[name].delete(_path_in(group))
+            for group in in_groups(paths, IN_LIST_SIZE):
+                self._tables[name].delete(path_in(group))
 
     @contextlib.contextmanager
     def _journal(self, paths: list[str]) -> Iterator[None]:
@@ -366,8 +366,8 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
                 orphans.update(set(self._column(name, "path")) - known)
             if orphans:
                 for name in (REFERENCES, SYMBOLS, CHUNKS):
-                    for group in _groups(sorted(orphans), _IN_LIST_SIZE):
-                        self._tables[name].delete(_path_in(group))
+                    for group in in_groups(sorted(orphans), IN_LIST_SIZE):
+                        self._tables[name].delete(path_in(group))
                 self._touch(time.time())
         return sorted(orphans)
 
@@ -377,7 +377,7 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
             .merge_insert(key)
             .when_matched_update_all()
             .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(_path_in(paths))
+            .when_not_matched_by_source_delete(path_in(paths))
             # Null vectors are "not embedded yet", not bad data; lancedb would reject them otherwise.
             .execute(data, on_bad_vectors="null")
         )
@@ -422,7 +422,7 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
             conditions.append(col("path") == lit(path))
         if name is not None:
             conditions.append(col("name") == lit(name))
-        return self._symbols(_all_of(conditions))
+        return self._symbols(all_of(conditions))
 
     def find_symbol(self, name: str) -> list[Symbol]:
         """Definitions whose name or qualified name is exactly `name` ("get_json" or "Request.get_json")."""
@@ -434,11 +434,11 @@ class IndexStore(_ChunkSearch, _Vectors, _Maintenance):
             conditions.append(col("name") == lit(name))
         if path is not None:
             conditions.append(col("path") == lit(path))
-        rows = self._select(REFERENCES, _all_of(conditions), ["path", "name", "line", "kind"]).to_pylist()
+        rows = self._select(REFERENCES, all_of(conditions), ["path", "name", "line", "kind"]).to_pylist()
         return sorted((Reference(**row) for row in rows), key=lambda ref: (ref.path, ref.line, ref.name))
 
     def _symbols(self, where: Expr | None) -> list[Symbol]:
-        columns = [name for name in _SYMBOLS_SCHEMA.names if name != "id"]
+        columns = [name for name in SYMBOLS_SCHEMA.names if name != "id"]
         rows = self._select(SYMBOLS, where, columns).to_pylist()
         return sorted((Symbol(**row) for row in rows), key=lambda s: (s.path, s.start_line, s.qualified_name))
 

@@ -34,18 +34,16 @@ def _schema(columns: str, **types: pa.DataType) -> pa.Schema:
     return pa.schema([(name, types.get(name, _LINES.get(name, pa.string()))) for name in columns.split()])
 
 
-_FILES_SCHEMA = _schema(
+FILES_SCHEMA = _schema(
     "path language size mtime_ns sha256 outline indexed_at",
     size=pa.int64(),
     mtime_ns=pa.int64(),
     indexed_at=pa.float64(),
 )
-_SYMBOLS_SCHEMA = _schema("id path name qualified_name kind parent start_line end_line signature docstring")
+SYMBOLS_SCHEMA = _schema("id path name qualified_name kind parent start_line end_line signature docstring")
 _REFERENCES_SCHEMA = _schema("id path name line kind")
 # Vectors as raw float32 bytes: one table holds every embedder's vectors whatever their dimension.
-_CACHE_SCHEMA = _schema(
-    "key embedder_id text_hash dimension vector", dimension=pa.int32(), vector=pa.binary()
-)
+CACHE_SCHEMA = _schema("key embedder_id text_hash dimension vector", dimension=pa.int32(), vector=pa.binary())
 _CHUNK_COLUMNS = _schema(
     f"chunk_id path start_line end_line symbol kind language text text_hash {FTS_COLUMN}"
 )
@@ -59,10 +57,10 @@ def _chunks_schema(dimension: int | None) -> pa.Schema:
     return schema.append(pa.field("has_vector", pa.bool_()))
 
 
-def _data_schemas(dimension: int | None) -> dict[str, pa.Schema]:
+def data_schemas(dimension: int | None) -> dict[str, pa.Schema]:
     return {
-        FILES: _FILES_SCHEMA,
-        SYMBOLS: _SYMBOLS_SCHEMA,
+        FILES: FILES_SCHEMA,
+        SYMBOLS: SYMBOLS_SCHEMA,
         CHUNKS: _chunks_schema(dimension),
         REFERENCES: _REFERENCES_SCHEMA,
     }
@@ -82,11 +80,11 @@ def _table(schema: pa.Schema, records: Sequence[object], **computed: Any) -> pa.
     return pa.table(columns, schema=schema)
 
 
-def _file_table(batch: list[ParsedFile], now: float) -> pa.Table:
-    return _table(_FILES_SCHEMA, [item.record for item in batch], indexed_at=[now] * len(batch))
+def file_table(batch: list[ParsedFile], now: float) -> pa.Table:
+    return _table(FILES_SCHEMA, [item.record for item in batch], indexed_at=[now] * len(batch))
 
 
-def _check_paths(batch: list[ParsedFile]) -> None:
+def check_paths(batch: list[ParsedFile]) -> None:
     """Rows are replaced by their file's path, so a row under another path would never be replaced."""
     for item in batch:
         for row in (*item.symbols, *item.chunks, *item.references):
@@ -94,45 +92,45 @@ def _check_paths(batch: list[ParsedFile]) -> None:
                 raise ValueError(f"{row!r} says its file is {row.path}, but it came with {item.record.path}")
 
 
-def _symbol_table(batch: list[ParsedFile]) -> pa.Table:
+def symbol_table(batch: list[ParsedFile]) -> pa.Table:
     symbols = {
         _key(symbol.path, symbol.qualified_name, symbol.kind, symbol.start_line, symbol.end_line): symbol
         for item in batch
         for symbol in item.symbols
     }
-    return _table(_SYMBOLS_SCHEMA, list(symbols.values()), id=list(symbols))
+    return _table(SYMBOLS_SCHEMA, list(symbols.values()), id=list(symbols))
 
 
-def _reference_table(batch: list[ParsedFile]) -> pa.Table:
+def reference_table(batch: list[ParsedFile]) -> pa.Table:
     references = {
         _key(ref.path, ref.name, ref.line, ref.kind): ref for item in batch for ref in item.references
     }
     return _table(_REFERENCES_SCHEMA, list(references.values()), id=list(references))
 
 
-def _chunk_table(chunks: list[Chunk], vectors: Mapping[str, np.ndarray], dimension: int | None) -> pa.Table:
+def chunk_table(chunks: list[Chunk], vectors: Mapping[str, np.ndarray], dimension: int | None) -> pa.Table:
     computed: dict[str, Any] = {
         FTS_COLUMN: [search_text(chunk) for chunk in chunks],
         "has_vector": [chunk.chunk_id in vectors for chunk in chunks],
     }
     if dimension is not None:
-        computed[VECTOR_COLUMN] = _vector_array([vectors.get(chunk.chunk_id) for chunk in chunks], dimension)
+        computed[VECTOR_COLUMN] = vector_array([vectors.get(chunk.chunk_id) for chunk in chunks], dimension)
     return _table(_chunks_schema(dimension), chunks, **computed)
 
 
-def _cache_table(embedder_id: str, vectors: Mapping[str, np.ndarray]) -> pa.Table:
+def cache_table(embedder_id: str, vectors: Mapping[str, np.ndarray]) -> pa.Table:
     hashes = list(vectors)
     columns = {
-        "key": [_cache_key(embedder_id, text_hash) for text_hash in hashes],
+        "key": [cache_key(embedder_id, text_hash) for text_hash in hashes],
         "embedder_id": [embedder_id] * len(hashes),
         "text_hash": hashes,
         "dimension": [len(vectors[text_hash]) for text_hash in hashes],
         "vector": [vectors[text_hash].astype("<f4").tobytes() for text_hash in hashes],
     }
-    return pa.table(columns, schema=_CACHE_SCHEMA)
+    return pa.table(columns, schema=CACHE_SCHEMA)
 
 
-def _vector_array(vectors: Sequence[np.ndarray | None], dimension: int) -> pa.Array:
+def vector_array(vectors: Sequence[np.ndarray | None], dimension: int) -> pa.Array:
     values = np.zeros((len(vectors), dimension), dtype=np.float32)
     mask = np.ones(len(vectors), dtype=bool)
     for i, vector in enumerate(vectors):
@@ -143,7 +141,7 @@ def _vector_array(vectors: Sequence[np.ndarray | None], dimension: int) -> pa.Ar
     return pa.FixedSizeListArray.from_arrays(flat, dimension, mask=pa.array(mask))
 
 
-def _as_vector(value: Any, dimension: int) -> np.ndarray:
+def as_vector(value: Any, dimension: int) -> np.ndarray:
     vector = np.asarray(value, dtype=np.float32).reshape(-1)
     if vector.shape[0] != dimension:
         raise ValueError(f"expected a vector of {dimension} numbers, got {vector.shape[0]}")
@@ -158,5 +156,5 @@ def _key(*parts: object) -> str:
     ).hexdigest()[:32]
 
 
-def _cache_key(embedder_id: str, text_hash: str) -> str:
+def cache_key(embedder_id: str, text_hash: str) -> str:
     return f"{embedder_id}|{text_hash}"  # unambiguous: the hash is a fixed-length hex suffix

@@ -3,7 +3,7 @@
 Identifiers are split for the index: `search_text` holds the path, the symbol and the text, plus
 camelCase words split ("getJson" -> "get Json") and snake_case words joined ("get_json" ->
 "getjson"); the tokenizer itself splits on "_" and lowercases, so "get json", "get_json" and
-"getJson" find each other. A query gets the same expansions (`_fts_query`).
+"getJson" find each other. A query gets the same expansions (`fts_query`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def search_text(chunk: Chunk) -> str:
     return f"{head}\n{chunk.text}\n{' '.join(expansions)}"
 
 
-def _fts_query(query: str) -> str:
+def fts_query(query: str) -> str:
     query = query.strip()
     if not query:
         return ""

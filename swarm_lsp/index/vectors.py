@@ -12,17 +12,17 @@ import numpy as np
 import pyarrow as pa
 from lancedb.expr import col, lit
 
-from swarm_lsp.index.chunk_search import _IN_LIST_SIZE, _groups, _path_in
+from swarm_lsp.index.chunk_search import IN_LIST_SIZE, in_groups, path_in
 from swarm_lsp.index.errors import VectorSearchUnavailable
 from swarm_lsp.index.records import Chunk
 from swarm_lsp.index.tables import (
     CHUNKS,
     EMBEDDING_CACHE,
     VECTOR_COLUMN,
-    _as_vector,
-    _cache_key,
-    _cache_table,
-    _vector_array,
+    as_vector,
+    cache_key,
+    cache_table,
+    vector_array,
 )
 
 
@@ -34,7 +34,7 @@ class PendingChunk(NamedTuple):
     text_hash: str
 
 
-class _Vectors:
+class VectorStore:
     """The vector half of `IndexStore` (store.py), which it is mixed into: it works on the store's
     chunks and embedding cache tables under the store's write lock."""
 
@@ -54,11 +54,11 @@ class _Vectors:
             return 0
         dimension = self._require_dimension()
         ids = list(vectors)
-        values = [_as_vector(vectors[chunk_id], dimension) for chunk_id in ids]
+        values = [as_vector(vectors[chunk_id], dimension) for chunk_id in ids]
         data = pa.table(
             {
                 "chunk_id": pa.array(ids, pa.string()),
-                VECTOR_COLUMN: _vector_array(values, dimension),
+                VECTOR_COLUMN: vector_array(values, dimension),
                 "has_vector": pa.array([True] * len(ids), pa.bool_()),
             }
         )
@@ -87,14 +87,14 @@ class _Vectors:
             return
         dimension = self._require_dimension()
         with self._write_lock:
-            self._cache({text_hash: _as_vector(v, dimension) for text_hash, v in vectors.items()})
+            self._cache({text_hash: as_vector(v, dimension) for text_hash, v in vectors.items()})
 
     def _vectors_for(self, chunks: list[Chunk], given: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if self.embedder_id is None:
             return {}
         dimension = self._require_dimension()
         result = {
-            chunk.chunk_id: _as_vector(given[chunk.chunk_id], dimension)
+            chunk.chunk_id: as_vector(given[chunk.chunk_id], dimension)
             for chunk in chunks
             if chunk.chunk_id in given
         }
@@ -112,7 +112,7 @@ class _Vectors:
     def _cache(self, vectors: Mapping[str, np.ndarray]) -> None:
         if not vectors or self.embedder_id is None:
             return
-        data = _cache_table(self.embedder_id, vectors)
+        data = cache_table(self.embedder_id, vectors)
         # Insert-if-absent: the same (embedder, text) always gives the same vector.
         self._tables[EMBEDDING_CACHE].merge_insert("key").when_not_matched_insert_all().execute(data)
 
@@ -129,8 +129,8 @@ class _Vectors:
             return {}
         hashes = list(dict.fromkeys(text_hashes))
         found: dict[str, np.ndarray] = {}
-        for group in _groups(hashes, _IN_LIST_SIZE):
-            keys = [_cache_key(self.embedder_id, h) for h in group]
+        for group in in_groups(hashes, IN_LIST_SIZE):
+            keys = [cache_key(self.embedder_id, h) for h in group]
             rows = self._select(EMBEDDING_CACHE, col("key").isin(keys), ["text_hash", "dimension", "vector"])
             for text_hash, dimension, blob in zip(
                 rows.column("text_hash").to_pylist(),
@@ -150,7 +150,7 @@ class _Vectors:
         missing = col("has_vector") == lit(False)
         result: dict[str, PendingChunk] = {}
         if priority_paths:
-            rows = self._select(CHUNKS, missing & _path_in(list(priority_paths)), columns, limit=limit)
+            rows = self._select(CHUNKS, missing & path_in(list(priority_paths)), columns, limit=limit)
             for row in rows.to_pylist():
                 result[row["chunk_id"]] = PendingChunk(row["chunk_id"], row["text"], row["text_hash"])
         if len(result) < limit:
@@ -165,7 +165,7 @@ class _Vectors:
 
     def _text_hashes(self, chunk_ids: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
-        for group in _groups(chunk_ids, _IN_LIST_SIZE):
+        for group in in_groups(chunk_ids, IN_LIST_SIZE):
             rows = self._select(CHUNKS, col("chunk_id").isin(group), ["chunk_id", "text_hash"])
             ids, hashes = rows.column("chunk_id").to_pylist(), rows.column("text_hash").to_pylist()
             found.update(zip(ids, hashes, strict=True))

@@ -64,12 +64,12 @@ from swarm_lsp.models.base import (
 from swarm_lsp.models.llamacpp.cache import PromptCache
 from swarm_lsp.models.llamacpp.decoding import (
     DEFAULT_DRAFT_TOKENS,
+    CandidateText,
+    DecodeJob,
+    DecodeSequence,
     GenerationStats,
-    _CandidateText,
-    _Job,
-    _PromptLookup,
-    _SamplerHandle,
-    _Sequence,
+    PromptLookup,
+    SamplerHandle,
 )
 from swarm_lsp.models.llamacpp.native import (
     TILED_UBATCH_MIN_TOKENS,
@@ -321,7 +321,7 @@ class LlamaCppBackend:
         ignore_eog: bool,
     ) -> list[Candidate]:
         self._ensure_open()
-        job = _Job(request, cancel, deadline, started, ignore_eog, GenerationStats())
+        job = DecodeJob(request, cancel, deadline, started, ignore_eog, GenerationStats())
         if self._acquire(job):
             try:
                 # Tokenize under the lock too: close() may free the vocabulary meanwhile.
@@ -344,7 +344,7 @@ class LlamaCppBackend:
                 f"with {self.n_ctx_train})."
             )
 
-    def _acquire(self, job: _Job) -> bool:
+    def _acquire(self, job: DecodeJob) -> bool:
         while not self._lock.acquire(timeout=LOCK_POLL_S):
             if job.interruption():
                 return False
@@ -354,7 +354,7 @@ class LlamaCppBackend:
         if self._closed:
             raise BackendUnavailable(f"the llama.cpp backend for {self.model_name} was closed")
 
-    def _run_waves(self, job: _Job) -> None:
+    def _run_waves(self, job: DecodeJob) -> None:
         waiting = list(range(job.request.n))
         wave_size = self._wave_size(len(job.prompt), job.request.max_tokens)
         while waiting and not job.interruption():
@@ -366,7 +366,7 @@ class LlamaCppBackend:
         room_for_candidates = (self.kv_cells - prompt_tokens) // max_tokens
         return max(1, min(self.n_seq_max, room_for_candidates))
 
-    def _collect(self, job: _Job) -> list[Candidate]:
+    def _collect(self, job: DecodeJob) -> list[Candidate]:
         """The candidates in index order; ones never decoded carry the interruption's reason."""
         reason = job.interruption() or "cancelled"
         candidates = [
@@ -383,7 +383,7 @@ class LlamaCppBackend:
         return candidates
 
     def _candidate(
-        self, job: _Job, index: int, text: str, reason: FinishReason, completion_tokens: int
+        self, job: DecodeJob, index: int, text: str, reason: FinishReason, completion_tokens: int
     ) -> Candidate:
         return Candidate(
             index=index,
@@ -402,12 +402,12 @@ class LlamaCppBackend:
     def _scratch_seq_id(self) -> int:
         return self.n_seq_max
 
-    def _run_wave(self, job: _Job, indices: list[int]) -> None:
+    def _run_wave(self, job: DecodeJob, indices: list[int]) -> None:
         logits_row = self._cache.evaluate(job)
         if logits_row is None:
             return
         job.scratch_cells = self.kv_cells - len(job.prompt) - len(indices) * job.request.max_tokens
-        sequences: list[_Sequence] = []
+        sequences: list[DecodeSequence] = []
         try:
             for seq_id, index in enumerate(indices):
                 sequences.append(self._open_sequence(job, index, seq_id))
@@ -423,24 +423,24 @@ class LlamaCppBackend:
                 llama_cpp.llama_sampler_free(sequence.sampler)
             self._cache.keep_only_prompt(len(job.prompt))
 
-    def _open_sequence(self, job: _Job, index: int, seq_id: int) -> _Sequence:
+    def _open_sequence(self, job: DecodeJob, index: int, seq_id: int) -> DecodeSequence:
         sampling = job.request.sampling_for(index)
         lookup = None
         if job.request.prompt_lookup and self.draft_tokens:
             if job.prompt_index is None:
-                job.prompt_index = _PromptLookup.index(job.prompt)
-            lookup = _PromptLookup(job.prompt, job.prompt_index)
-        return _Sequence(
+                job.prompt_index = PromptLookup.index(job.prompt)
+            lookup = PromptLookup(job.prompt, job.prompt_index)
+        return DecodeSequence(
             index=index,
             seq_id=seq_id,
             sampler=self._new_sampler(sampling, job.ignore_eog),
-            text=_CandidateText(job.request.stop),
+            text=CandidateText(job.request.stop),
             lookup=lookup,
             position=len(job.prompt),
             draft_limit=self.draft_tokens,
         )
 
-    def _decode_steps(self, job: _Job, sequences: list[_Sequence]) -> None:
+    def _decode_steps(self, job: DecodeJob, sequences: list[DecodeSequence]) -> None:
         batch = self._batch
         assert batch is not None
         stats = job.stats
@@ -453,7 +453,7 @@ class LlamaCppBackend:
                 return
             step_started = time.perf_counter()
             batch.clear()
-            rows: list[tuple[_Sequence, int, list[int]]] = []
+            rows: list[tuple[DecodeSequence, int, list[int]]] = []
             spare_rows = STEP_ROWS_MAX - len(live)
             for sequence in live:
                 drafts = self._drafts(sequence, max_tokens, min(job.scratch_cells, spare_rows))
@@ -471,7 +471,7 @@ class LlamaCppBackend:
             stats.steps += 1
             stats.generation_s += time.perf_counter() - step_started
 
-    def _drafts(self, sequence: _Sequence, max_tokens: int, room: int) -> list[int]:
+    def _drafts(self, sequence: DecodeSequence, max_tokens: int, room: int) -> list[int]:
         if sequence.lookup is None:
             return []
         # Never draft past max_tokens: the token sampled after the last draft is emitted too. And
@@ -480,7 +480,7 @@ class LlamaCppBackend:
         limit = min(sequence.draft_limit, max_tokens - sequence.generated - 1, room)
         return sequence.lookup.draft(limit)
 
-    def _advance(self, job: _Job, sequence: _Sequence, first_row: int, drafts: list[int]) -> None:
+    def _advance(self, job: DecodeJob, sequence: DecodeSequence, first_row: int, drafts: list[int]) -> None:
         """Sample the step's token(s) for one sequence; with drafts, keep sampling while they match.
 
         Sampling stops at the first mismatch, so a sampler draws exactly once per emitted token and
@@ -530,13 +530,13 @@ class LlamaCppBackend:
                 f"{self.model_name} cannot drop tokens from its memory; disable prompt_lookup for it"
             )
 
-    def _sample(self, job: _Job, sequence: _Sequence, row: int) -> int:
+    def _sample(self, job: DecodeJob, sequence: DecodeSequence, row: int) -> int:
         started = time.perf_counter()
         token = llama_cpp.llama_sampler_sample(sequence.sampler, self._ctx, row)
         job.stats.sampling_s += time.perf_counter() - started
         return token
 
-    def _accept(self, job: _Job, sequence: _Sequence, token: int) -> None:
+    def _accept(self, job: DecodeJob, sequence: DecodeSequence, token: int) -> None:
         if not job.ignore_eog and llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(job, sequence, "stop")
             return
@@ -551,7 +551,7 @@ class LlamaCppBackend:
         elif sequence.generated >= job.request.max_tokens:
             self._finish(job, sequence, "length")
 
-    def _finish(self, job: _Job, sequence: _Sequence, reason: FinishReason) -> None:
+    def _finish(self, job: DecodeJob, sequence: DecodeSequence, reason: FinishReason) -> None:
         sequence.finish_reason = reason
         self._stream(job, sequence, sequence.text.flush())
         job.candidates[sequence.index] = self._candidate(
@@ -559,7 +559,7 @@ class LlamaCppBackend:
         )
 
     @staticmethod
-    def _stream(job: _Job, sequence: _Sequence, text: str) -> None:
+    def _stream(job: DecodeJob, sequence: DecodeSequence, text: str) -> None:
         if text and job.request.on_token is not None:
             job.request.on_token(sequence.index, text)
 
@@ -569,7 +569,7 @@ class LlamaCppBackend:
             piece = self._pieces[token] = token_piece(self._vocab, token)
         return piece
 
-    def _new_sampler(self, sampling: Sampling, ignore_eog: bool) -> _SamplerHandle:
+    def _new_sampler(self, sampling: Sampling, ignore_eog: bool) -> SamplerHandle:
         if not ignore_eog:
             return new_sampler(sampling)
         if self._eog_tokens is None:

@@ -12,7 +12,7 @@ import time
 
 import llama_cpp
 
-from swarm_lsp.models.llamacpp.decoding import _Job
+from swarm_lsp.models.llamacpp.decoding import DecodeJob
 from swarm_lsp.models.llamacpp.native import TILED_UBATCH_MIN_TOKENS, Batch, decode
 
 
@@ -33,7 +33,7 @@ class PromptCache:
         self._scratch_seq_id = scratch_seq_id
         self.tokens: list[int] = []
 
-    def evaluate(self, job: _Job) -> int | None:
+    def evaluate(self, job: DecodeJob) -> int | None:
         """Bring sequence 0 to hold the prompt, evaluating only what the cache lacks.
 
         Returns the batch row holding the last prompt token's logits, or None when the request was

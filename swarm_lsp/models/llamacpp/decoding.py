@@ -61,7 +61,7 @@ class GenerationStats:
         return self.generated_tokens / self.generation_s if self.generation_s else 0.0
 
 
-class _CandidateText:
+class CandidateText:
     """One candidate's text: UTF-8 safe across token pieces, cut at stop strings, streamed safely.
 
     Text that could be the start of a stop string is held back from streaming until it is clear,
@@ -106,11 +106,11 @@ class _CandidateText:
 
 
 NgramIndex = dict[tuple[int, ...], int]
-_SamplerHandle = Any
+SamplerHandle = Any
 """A `struct llama_sampler *` as ctypes returns it."""
 
 
-class _PromptLookup:
+class PromptLookup:
     """Drafts tokens for one sequence by finding its latest n-gram earlier in prompt + output.
 
     The index maps each n-gram to the position right after its latest occurrence, so a lookup is
@@ -151,14 +151,14 @@ class _PromptLookup:
 
 
 @dataclass(eq=False)
-class _Sequence:
+class DecodeSequence:
     """One candidate being decoded in one KV sequence."""
 
     index: int
     seq_id: int
-    sampler: _SamplerHandle
-    text: _CandidateText
-    lookup: _PromptLookup | None
+    sampler: SamplerHandle
+    text: CandidateText
+    lookup: PromptLookup | None
     position: int
     """The KV position the pending token goes to."""
     pending: int = -1
@@ -169,7 +169,7 @@ class _Sequence:
 
 
 @dataclass(eq=False)
-class _Job:
+class DecodeJob:
     """The state of one generate() call across its waves."""
 
     request: GenerationRequest

@@ -18,7 +18,7 @@ import psutil
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from swarm_lsp.models.base import ContextOverflow, DoesNotFit, ModelError, ModelNotFound, Sampling
-from swarm_lsp.models.llamacpp.decoding import _SamplerHandle
+from swarm_lsp.models.llamacpp.decoding import SamplerHandle
 
 TILED_UBATCH_MIN_TOKENS = 64
 """From this many tokens in one ubatch, ggml's CPU flash attention switches to a tiled kernel with
@@ -237,11 +237,11 @@ def token_piece(vocab: int, token: int) -> bytes:
 # --- sampling --------------------------------------------------------------------------------
 
 
-def new_sampler(sampling: Sampling, eog_ban: _SamplerHandle | None = None) -> _SamplerHandle:
+def new_sampler(sampling: Sampling, eog_ban: SamplerHandle | None = None) -> SamplerHandle:
     """A sampler chain for one candidate; `eog_ban` (see `eog_ban_sampler`) goes first."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
-    def add(sampler: _SamplerHandle) -> None:
+    def add(sampler: SamplerHandle) -> None:
         llama_cpp.llama_sampler_chain_add(chain, sampler)  # the chain now owns and frees it
 
     if eog_ban is not None:
@@ -264,7 +264,7 @@ def eog_tokens(vocab: int, n_vocab: int) -> list[int]:
     return [token for token in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, token)]
 
 
-def eog_ban_sampler(n_vocab: int, banned: list[int]) -> _SamplerHandle:
+def eog_ban_sampler(n_vocab: int, banned: list[int]) -> SamplerHandle:
     """A logit-bias sampler that makes the `banned` tokens impossible."""
     biases = (llama_cpp.llama_logit_bias * len(banned))(
         *(llama_cpp.llama_logit_bias(token, float("-inf")) for token in banned)

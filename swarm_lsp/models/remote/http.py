@@ -59,10 +59,10 @@ def error_message_of(response: httpx.Response) -> tuple[str, str | None]:
         body = response.json()
     except ValueError:
         return response.text.strip()[:300] or "(no message)", None
-    return _error_message(body)
+    return error_message_in(body)
 
 
-def _error_message(body: Any) -> tuple[str, str | None]:
+def error_message_in(body: Any) -> tuple[str, str | None]:
     """The message and code of an error body in any of the shapes servers use."""
     if not isinstance(body, dict):
         return str(body)[:300], None

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from swarm_lsp.models.base import Candidate, FinishReason, ModelError, Sampling, TokenCallback
-from swarm_lsp.models.remote.http import RemoteError, _error_message
+from swarm_lsp.models.remote.http import RemoteError, error_message_in
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def apply_chunk(
 ) -> None:
     """Route one chunk's choices to their drafts (choice i feeds targets[i]) and stream the text."""
     if chunk.get("error"):
-        message, _ = _error_message(chunk)
+        message, _ = error_message_in(chunk)
         raise RemoteError(f"{base_url} reported an error while streaming: {message}")
     for choice in chunk.get("choices") or []:
         position = choice.get("index", 0)
