@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,8 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     serve.set_defaults(handler=_serve)
 
-    mcp = commands.add_parser("mcp", help="serve the workspace tools over MCP (stdio, or HTTP with --http)")
-    _add_workspace(mcp)
+    mcp = _command(commands, "mcp", "serve the workspace tools over MCP (stdio, or HTTP with --http)", _mcp)
     mcp.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     mcp.add_argument(
         "--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1; others need --token)"
@@ -77,24 +76,28 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument("--read-only", action="store_true", help="list and allow only the read tools")
     mcp.add_argument("--log-file", type=Path, default=None, help="write the server's log here")
     mcp.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    mcp.set_defaults(handler=_mcp)
 
-    audit = commands.add_parser("audit", help="print the MCP tool calls recorded for the workspace")
-    _add_workspace(audit)
+    audit = _command(
+        commands,
+        "audit",
+        "print the MCP tool calls recorded for the workspace",
+        _audit,
+        json="print the entries as JSON lines",
+    )
     audit.add_argument("-n", "--last", type=int, default=50, help="how many of the latest calls (0 = all)")
     audit.add_argument("--tool", default=None, help="only calls of this tool")
-    audit.add_argument("--json", action="store_true", help="print the entries as JSON lines")
-    audit.set_defaults(handler=_audit)
 
-    doctor = commands.add_parser("doctor", help="what this machine can run, and why")
-    _add_workspace(doctor)
-    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
-    doctor.set_defaults(handler=_doctor)
+    _command(
+        commands, "doctor", "what this machine can run, and why", _doctor, json="print the report as JSON"
+    )
 
-    models = commands.add_parser("models", help="list known and local models; `models pull NAME`")
-    models.add_argument("--json", action="store_true", help="print as JSON")
-    _add_workspace(models)
-    models.set_defaults(handler=_models_list)
+    models = _command(
+        commands,
+        "models",
+        "list known and local models; `models pull NAME`",
+        _models_list,
+        json="print as JSON",
+    )
     model_commands = models.add_subparsers(title="model commands", metavar="ACTION")
     pull = model_commands.add_parser("pull", help="download a catalog model (needs the internet)")
     pull.add_argument(
@@ -105,24 +108,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     pull.set_defaults(handler=_models_pull)
 
-    index = commands.add_parser("index", help="index the workspace (incremental), or show its status")
-    _add_workspace(index)
+    index = _command(
+        commands,
+        "index",
+        "index the workspace (incremental), or show its status",
+        _index,
+        json="print the result as JSON",
+    )
     index.add_argument("--status", action="store_true", help="show files, chunks, embedder, backlog, size")
     index.add_argument("--no-embed", action="store_true", help="parse and write only; embed later")
-    index.add_argument("--json", action="store_true", help="print the result as JSON")
-    index.set_defaults(handler=_index)
 
-    search = commands.add_parser("search", help="search the workspace index")
+    search = _command(commands, "search", "search the workspace index", _search, json="print results as JSON")
     search.add_argument("query")
-    _add_workspace(search)
     search.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     search.add_argument("--mode", choices=["hybrid", "fts", "vector"], default="hybrid")
-    search.add_argument("--json", action="store_true", help="print results as JSON")
-    search.set_defaults(handler=_search)
 
-    ask = commands.add_parser("ask", help="answer a question about the codebase by swarm vote")
+    ask = _command(
+        commands,
+        "ask",
+        "answer a question about the codebase by swarm vote",
+        _ask,
+        json="print the result as JSON",
+    )
     ask.add_argument("question")
-    _add_workspace(ask)
     ask.add_argument("--voters", type=int, default=None, help="voters (default: settings, else what fits)")
     ask.add_argument(
         "--strategy",
@@ -133,24 +141,38 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--file", default=None, help="a file the question is about (workspace-relative)")
     ask.add_argument("--lines", default=None, help="a line range in --file, e.g. 10-40")
     ask.add_argument("--show-candidates", action="store_true", help="print every candidate and its votes")
-    ask.add_argument("--json", action="store_true", help="print the result as JSON")
-    ask.set_defaults(handler=_ask)
 
-    generate = commands.add_parser("generate", help="one prompt to the configured model (no retrieval)")
+    generate = _command(
+        commands,
+        "generate",
+        "one prompt to the configured model (no retrieval)",
+        _generate,
+        json="print candidates as JSON",
+    )
     generate.add_argument("prompt")
-    _add_workspace(generate)
     generate.add_argument("-n", type=int, default=1, help="candidates decoded together (default 1)")
     generate.add_argument("--max-tokens", type=int, default=128)
     generate.add_argument("--temperature", type=float, default=None, help="0 = greedy")
-    generate.add_argument("--json", action="store_true", help="print candidates as JSON")
-    generate.set_defaults(handler=_generate)
     return parser
 
 
-def _add_workspace(parser: argparse.ArgumentParser) -> None:
+def _command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    json: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand about a workspace (--workspace), with --json when `json` (its help) is given."""
+    parser = commands.add_parser(name, help=help)
     parser.add_argument(
         "--workspace", "-w", type=Path, default=None, help="workspace root (default: current folder)"
     )
+    if json is not None:
+        parser.add_argument("--json", action="store_true", help=json)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def _settings(args: argparse.Namespace) -> LoadedSettings:
@@ -158,7 +180,6 @@ def _settings(args: argparse.Namespace) -> LoadedSettings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
 
     from swarm_lsp.lsp import parse_address, serve
 
@@ -171,17 +192,23 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"swarm-lsp serve: {error}", file=sys.stderr)
         return EXIT_USAGE
+    _configure_logging(args)
+    serve(transport, address)
+    return 0
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """A server's log: to --log-file (info, or debug with -v), else warnings only on stderr."""
+    import logging
+
     level = logging.DEBUG if args.verbose else logging.INFO
     if args.log_file is not None:
         logging.basicConfig(filename=args.log_file, level=level, format="%(asctime)s %(name)s: %(message)s")
     else:
         logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.WARNING)
-    serve(transport, address)
-    return 0
 
 
 def _mcp(args: argparse.Namespace) -> int:
-    import logging
 
     from swarm_lsp.mcp import is_loopback, serve_http, serve_stdio
     from swarm_lsp.tools.toolbox import Toolbox
@@ -209,11 +236,7 @@ def _mcp(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    level = logging.DEBUG if args.verbose else logging.INFO
-    if args.log_file is not None:
-        logging.basicConfig(filename=args.log_file, level=level, format="%(asctime)s %(name)s: %(message)s")
-    else:
-        logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.WARNING)
+    _configure_logging(args)
 
     async def serve() -> None:
         workspace = _workspace(args)

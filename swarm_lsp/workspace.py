@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import filelock
 
@@ -64,6 +64,16 @@ class IndexStatus:
         return dict(self.__dict__)
 
 
+class _OpenIndex(NamedTuple):
+    """The index's parts, opened together on first use and released together."""
+
+    store: IndexStore
+    indexer: Indexer
+    retriever: Retriever
+    embedder: Embedder | None
+    rules: IgnoreRules
+
+
 class Workspace:
     def __init__(
         self,
@@ -80,12 +90,8 @@ class Workspace:
         self.loaded = loaded or load_settings(self.root, editor_options)
         self._embedder_choice = embedder
         self._lock = threading.RLock()
-        self._store: IndexStore | None = None
-        self._embedder: Embedder | None = None
-        self._indexer: Indexer | None = None
-        self._retriever: Retriever | None = None
+        self._opened: _OpenIndex | None = None
         self._watcher: Watcher | None = None
-        self._rules: IgnoreRules | None = None
         self._backend: Backend | None = None
         self._run_plan: RunPlan | None = None
         self._runner: SwarmRunner | None = None
@@ -100,14 +106,14 @@ class Workspace:
 
     # -------------------------------------------------------------- lazy parts
 
-    def _open_index(self) -> None:
+    def _open_index(self) -> _OpenIndex:
         from swarm_lsp.index.indexer import Indexer
         from swarm_lsp.index.store import IndexStore
         from swarm_lsp.retrieval import Retriever
 
         with self._lock:
-            if self._store is not None:
-                return
+            if self._opened is not None:
+                return self._opened
             self.data_dir.mkdir(parents=True, exist_ok=True)
             embedder = self._make_embedder()
             # Opening may rebuild (schema or embedder changed): only one process may do that at once.
@@ -117,19 +123,17 @@ class Workspace:
                     embedder_id=None if embedder is None else embedder.id,
                     dimension=None if embedder is None else embedder.dimension,
                 )
-            index = self.settings.index
-            self._rules = workspace_rules(self.root, self.settings)
-            self._indexer = Indexer(
+            rules = workspace_rules(self.root, self.settings)
+            indexer = Indexer(
                 self.root,
                 store,
                 embedder,
-                self._rules,
+                rules,
                 lock_path=self.data_dir / "writer.lock",
-                chunk_tokens=index.chunk_tokens,
+                chunk_tokens=self.settings.index.chunk_tokens,
             )
-            self._retriever = Retriever(store, embedder)
-            self._embedder = embedder
-            self._store = store
+            self._opened = _OpenIndex(store, indexer, Retriever(store, embedder), embedder, rules)
+            return self._opened
 
     def _make_embedder(self) -> Embedder | None:
         if self._embedder_choice != "settings":
@@ -147,26 +151,19 @@ class Workspace:
 
     @property
     def store(self) -> IndexStore:
-        self._open_index()
-        assert self._store is not None
-        return self._store
+        return self._open_index().store
 
     @property
     def indexer(self) -> Indexer:
-        self._open_index()
-        assert self._indexer is not None
-        return self._indexer
+        return self._open_index().indexer
 
     @property
     def retriever(self) -> Retriever:
-        self._open_index()
-        assert self._retriever is not None
-        return self._retriever
+        return self._open_index().retriever
 
     @property
     def embedder(self) -> Embedder | None:
-        self._open_index()
-        return self._embedder
+        return self._open_index().embedder
 
     # ------------------------------------------------------------------ index
 
@@ -228,9 +225,7 @@ class Workspace:
     def update_buffer(self, rel_path: str, text: str) -> bool:
         """An editor's unsaved text for a file: searchable at once, embedded first. A file the
         ignore rules leave out (.gitignore, built-in exclusions) is not indexed: returns False."""
-        self._open_index()
-        assert self._rules is not None
-        if self._rules.ignored(rel_path):
+        if self._open_index().rules.ignored(rel_path):
             return False
         self.indexer.index_buffer(rel_path, text)
         return True
@@ -342,10 +337,9 @@ class Workspace:
 
         with self._lock:
             if self._watcher is None:
-                self._open_index()
-                assert self._indexer is not None and self._rules is not None
+                opened = self._open_index()
                 self._watcher = Watcher(
-                    self._indexer, self._rules, debounce_ms=debounce_ms, force_polling=force_polling
+                    opened.indexer, opened.rules, debounce_ms=debounce_ms, force_polling=force_polling
                 )
                 self._watcher.start()
             return self._watcher
@@ -371,10 +365,10 @@ class Workspace:
     def _release(self) -> Backend | None:
         self.stop_watching()
         with self._lock:
-            if self._embedder is not None:
-                self._embedder.close()
+            if self._opened is not None and self._opened.embedder is not None:
+                self._opened.embedder.close()
             backend = self._backend
-            self._store = self._indexer = self._retriever = self._embedder = None
+            self._opened = None
             self._backend = self._runner = self._run_plan = None
             return backend
 

@@ -134,6 +134,15 @@ def _verdict(result: Any, low: str) -> str:
     return f"{verdict} {result.agreement:.2f} ({result.strategy}, {voters})"
 
 
+def _answer_plan(env: ToolEnv, task: Task, voters: int | None, description: str) -> Plan:
+    """A read-tier plan that runs `task` by swarm vote and returns the voted answer."""
+
+    async def run(progress: Progress) -> Output:
+        return _answer_output(await _run(env, task, voters, progress))
+
+    return Plan(Tier.READ, description, run)
+
+
 def _answer_output(result: Any, extra: dict[str, Any] | None = None) -> Output:
     lines = [result.answer.strip() or "(no answer)", "", _verdict(result, "treat this answer with care")]
     if result.sources:
@@ -162,11 +171,8 @@ def _prepare_ask_swarm(env: ToolEnv, args: dict[str, Any]) -> Plan:
         kind="ask", prompt=question, path=rel, range=text_range, file_text=text if text_range else None
     )
 
-    async def run(progress: Progress) -> Output:
-        return _answer_output(await _run(env, task, voters, progress))
-
     where = f" about {path}" if path else ""
-    return Plan(Tier.READ, f"ask the swarm{where}: {question[:200]}", run)
+    return _answer_plan(env, task, voters, f"ask the swarm{where}: {question[:200]}")
 
 
 ASK_SWARM = Tool(
@@ -210,10 +216,7 @@ def _prepare_explain_code(env: ToolEnv, args: dict[str, Any]) -> Plan:
         shown = safe.shown + (f":{text_range.lines_label}" if text_range else "")
     task = Task(kind="explain", prompt=args.get("symbol", ""), path=rel, range=text_range, file_text=text)
 
-    async def run(progress: Progress) -> Output:
-        return _answer_output(await _run(env, task, voters, progress))
-
-    return Plan(Tier.READ, f"explain {shown}", run)
+    return _answer_plan(env, task, voters, f"explain {shown}")
 
 
 EXPLAIN_CODE = Tool(
