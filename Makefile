@@ -36,8 +36,10 @@ bench: setup
 	$(PY) bench/index_nochange.py
 	$(PY) bench/index_edit.py
 	$(PY) bench/retrieval_quality.py
+	$(PY) bench/file_retrieval.py
 	$(PY) bench/swarm_cost.py
 	$(PY) bench/swarm_quality.py
+	$(PY) bench/voting_overhead.py
 	$(PY) bench/mcp_latency.py
 	$(PY) bench/lsp_latency.py
 

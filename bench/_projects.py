@@ -7,6 +7,13 @@ The cache lives in $SWARM_LSP_BENCH_DIR, else /tmp/swarm-lsp-bench. Each sdist i
 `python -m pip download --no-deps --no-binary :all: NAME==VERSION` (pip talks to PyPI; nothing
 is installed) and unpacked with tarfile's "data" filter. A folder that is already unpacked is
 reused as is: benchmarks copy it before they change anything.
+
+    from _projects import npm_source
+    root = npm_source("ssh2", "1.16.0")            # .../npm-ssh2-1.16.0 (the unpacked npm tarball)
+
+npm packages come the same way: `npm pack NAME@VERSION --pack-destination <cache>/downloads`
+(npm talks to its registry; nothing is installed, no scripts run) and the tarball's one top folder
+(`package/`, or the repository's name for some) is unpacked to `<cache>/src/npm-<name>-<version>`.
 """
 
 from __future__ import annotations
@@ -79,7 +86,11 @@ def project_source(name: str, version: str) -> Path:
     target = cache_dir() / "src" / f"{_normalised(name)}-{version}"
     if (target / ".complete").is_file():
         return target
-    archive = download_sdist(name, version)
+    return _unpack_once(download_sdist(name, version), target, f"{name}=={version}")
+
+
+def _unpack_once(archive: Path, target: Path, label: str) -> Path:
+    """Unpack `archive` (a tarball or zip) to `target` once; its single top folder becomes `target`."""
     staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent.parent))
     try:
         if archive.name.endswith(".zip"):
@@ -94,17 +105,52 @@ def project_source(name: str, version: str) -> Path:
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(top), str(target))
-        (target / ".complete").write_text(f"{name}=={version} from {archive.name}\n")
+        (target / ".complete").write_text(f"{label} from {archive.name}\n")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
-def fresh_copy(source: Path, destination: Path) -> Path:
-    """A writable copy of `source` at `destination` (replacing what was there), marker file left out."""
+def _npm_archive_name(name: str, version: str) -> str:
+    # npm names a scoped package's tarball `scope-name-version.tgz` (no "@", "/" becomes "-")
+    return f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+
+
+def download_npm(name: str, version: str) -> Path:
+    """The npm tarball of NAME@VERSION in the cache's downloads folder (fetched on first use)."""
+    downloads = cache_dir() / "downloads"
+    downloads.mkdir(exist_ok=True)
+    archive = downloads / _npm_archive_name(name, version)
+    if archive.is_file():
+        return archive
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError(f"npm is not on PATH; it is needed to fetch {name}@{version}")
+    print(f"downloading the {name}@{version} tarball from the npm registry ...", file=sys.stderr)
+    command = [npm, "pack", f"{name}@{version}", "--pack-destination", str(downloads), "--silent"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if not archive.is_file():
+        raise RuntimeError(
+            f"npm could not download {name}@{version} (exit {result.returncode}):\n"
+            f"{result.stderr.strip()[-2000:]}"
+        )
+    return archive
+
+
+def npm_source(name: str, version: str) -> Path:
+    """The unpacked npm tarball of NAME@VERSION in `<cache>/src/npm-<name>-<version>` (read it only)."""
+    target = cache_dir() / "src" / f"npm-{_normalised(name.lstrip('@').replace('/', '-'))}-{version}"
+    if (target / ".complete").is_file():
+        return target
+    return _unpack_once(download_npm(name, version), target, f"{name}@{version}")
+
+
+def fresh_copy(source: Path, destination: Path, *, leave_out: tuple[str, ...] = ()) -> Path:
+    """A writable copy of `source` at `destination` (replacing what was there), marker file and
+    the names matching the glob patterns `leave_out` left out."""
     if destination.exists():
         shutil.rmtree(destination)
-    shutil.copytree(source, destination, ignore=shutil.ignore_patterns(".complete"))
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns(".complete", *leave_out))
     return destination
 
 

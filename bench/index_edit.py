@@ -175,7 +175,8 @@ def main() -> int:
     load_after = load_average()
 
     print(f"# One edited file to searchable: {args.project} {args.version} ({', '.join(args.folders)})\n")
-    print(f"- machine: {machine_line()}; embedder `{embedder.id}`, {embedder.threads} thread(s)")
+    threads = embedder.threads_for(1)
+    print(f"- machine: {machine_line()}; embedder `{embedder.id}`, {threads} thread(s) for one edit")
     print(
         f"- load average before: {load_before}; after indexing: {load_after_setup}; at the end: {load_after}"
     )

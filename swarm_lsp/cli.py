@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from swarm_lsp import __version__
 from swarm_lsp.basics import SwarmLspError
@@ -101,10 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     model_commands = models.add_subparsers(title="model commands", metavar="ACTION")
     pull = model_commands.add_parser("pull", help="download a catalog model (needs the internet)")
     pull.add_argument(
-        "name", help="catalog name, optionally NAME:QUANT (e.g. qwen2.5-coder-1.5b-instruct:Q8_0)"
+        "name",
+        help="catalog name, optionally NAME:QUANT (e.g. qwen2.5-coder-1.5b-instruct:Q8_0), or an "
+        "embedding model for the index (potion-code-16m, nomic-embed-text-v1.5)",
     )
     pull.add_argument(
-        "--format", choices=["gguf", "mlx"], default=None, help="default: what this machine runs"
+        "--format",
+        choices=["gguf", "mlx"],
+        default=None,
+        help="default: what this machine runs (embedding models have their own format)",
     )
     pull.set_defaults(handler=_models_pull)
 
@@ -312,21 +317,13 @@ def _doctor(args: argparse.Namespace) -> int:
 def _models_list(args: argparse.Namespace) -> int:
     from swarm_lsp.models.catalog import CATALOG
     from swarm_lsp.models.discovery import discover
+    from swarm_lsp.models.embedding_catalog import EMBEDDING_CATALOG
     from swarm_lsp.models.hardware import fmt_bytes
 
     loaded = _settings(args)
     local = discover(loaded.settings.model.search_paths)
     if args.json:
-        catalog = [
-            {
-                "name": entry.name,
-                "family": entry.family,
-                "params_b": entry.params_b,
-                "context_length": entry.context_length,
-                "variants": [variant.__dict__ for variant in entry.variants],
-            }
-            for entry in CATALOG
-        ]
+        catalog = [_entry_json(entry, "name family params_b context_length") for entry in CATALOG]
         found = [
             {
                 "name": m.name,
@@ -337,12 +334,27 @@ def _models_list(args: argparse.Namespace) -> int:
             }
             for m in local
         ]
-        print(json.dumps({"catalog": catalog, "local": found}, indent=2))
+        embedding = [
+            _entry_json(
+                entry,
+                "name family",
+                embedder=entry.format,
+                dimension=entry.dimension,
+                description=entry.description,
+            )
+            for entry in EMBEDDING_CATALOG
+        ]
+        print(json.dumps({"catalog": catalog, "embedding_catalog": embedding, "local": found}, indent=2))
         return 0
     print("Catalog (download with `swarm-lsp models pull NAME[:QUANT]`)")
     for entry in CATALOG:
         quants = ", ".join(f"{v.quant}/{v.format} {fmt_bytes(v.size_bytes)}" for v in entry.variants)
         print(f"  {entry.name:30} {entry.params_b:>6.2f}B  ctx {entry.context_length:>6}  {quants}")
+    print("\nEmbedding models for the index (index.embedder = auto finds a pulled one)")
+    for embedder in EMBEDDING_CATALOG:
+        quants = ", ".join(f"{v.quant} {fmt_bytes(v.size_bytes)}" for v in embedder.variants)
+        print(f"  {embedder.name:30} {embedder.format:6} {embedder.dimension:>5}d  {quants}")
+        print(f"  {'':30} {embedder.description}")
     print("\nOn this machine")
     for model in local or []:
         size = fmt_bytes(model.size_bytes)
@@ -350,6 +362,12 @@ def _models_list(args: argparse.Namespace) -> int:
     if not local:
         print("  none")
     return 0
+
+
+def _entry_json(entry: Any, fields: str, **extra: Any) -> dict[str, Any]:
+    """A catalog entry as `models --json` prints it: the named fields, `extra`, then its variants."""
+    data = {name: getattr(entry, name) for name in fields.split()} | extra
+    return data | {"variants": [variant.__dict__ for variant in entry.variants]}
 
 
 def _models_pull(args: argparse.Namespace) -> int:

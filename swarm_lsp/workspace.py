@@ -29,6 +29,7 @@ from swarm_lsp.progress import ProgressCallback
 if TYPE_CHECKING:
     from swarm_lsp.code.symbols import Symbol
     from swarm_lsp.index.indexer import Indexer
+    from swarm_lsp.index.ranking import RankingRules
     from swarm_lsp.index.records import Chunk
     from swarm_lsp.index.store import IndexStore
     from swarm_lsp.index.watcher import Watcher
@@ -219,6 +220,10 @@ class Workspace:
         key = manifest.fingerprint_for(self.root, self.settings)
         manifest.write(self.data_dir, manifest.Manifest(key, files, skipped, status))
 
+    def prioritise(self, paths: list[str]) -> None:
+        """Files the user has open: their chunks are embedded before the rest of the backlog."""
+        self.indexer.prioritise(paths)
+
     def sync_paths(self, paths: list[str]) -> SyncReport:
         return self.indexer.sync(paths)
 
@@ -250,8 +255,11 @@ class Workspace:
 
     # -------------------------------------------------------------- retrieval
 
-    def search(self, query: str, k: int = 10, mode: SearchMode = "hybrid") -> list[SearchHit]:
-        return self.retriever.search(query, k, mode)
+    def search(
+        self, query: str, k: int = 10, mode: SearchMode = "hybrid", rules: RankingRules | None = None
+    ) -> list[SearchHit]:
+        """The best `k` chunks for `query`; `rules` turns ranking rules off (benchmarks); all on if None."""
+        return self.retriever.search(query, k, mode, rules)
 
     def context_for(self, query: str, token_budget: int, focus: Focus | None = None) -> ContextPack:
         return self.retriever.context_for(query, token_budget, focus)

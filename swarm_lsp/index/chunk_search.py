@@ -22,7 +22,7 @@ RRF_K = 60
 
 IN_LIST_SIZE = 1_000
 """Keys per IN (...) filter when reading by key."""
-_HIT_COLUMNS = ["chunk_id", "path", "start_line", "end_line", "symbol", "kind", "language", "text"]
+HIT_COLUMNS = ["chunk_id", "path", "start_line", "end_line", "symbol", "kind", "language", "text"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class ChunkSearch:
         builder = (
             self._tables[CHUNKS]
             .search(text, query_type="fts", fts_columns=FTS_COLUMN)
-            .select([*_HIT_COLUMNS, "_score"])
+            .select([*HIT_COLUMNS, "_score"])
             .limit(k)
         )
         hits = []
@@ -92,7 +92,7 @@ class ChunkSearch:
             self._tables[CHUNKS]
             .search(query, query_type="vector", vector_column_name=VECTOR_COLUMN)
             .distance_type("cosine")
-            .select([*_HIT_COLUMNS, "_distance"])
+            .select([*HIT_COLUMNS, "_distance"])
             .limit(k)
         )
         hits = []

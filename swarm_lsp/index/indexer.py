@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 WRITE_BATCH_FILES = 200
 EMBED_BATCH_CHUNKS = 32
+"""Texts per embedder call: at least the embedder's bulk size (models/embedding.py `BULK_TEXTS`),
+so a large backlog runs on every core, while the watcher's trickle (a few texts) gets one thread."""
 WRITE_BATCH_VECTORS = 256
 UNSAVED_MTIME = -1
 """mtime recorded for a file indexed from an editor buffer: the next disk scan always re-reads it."""
@@ -62,6 +64,10 @@ class Indexer:
         self._thread_lock = threading.RLock()
         self.recent_paths: list[str] = []
         """Paths most recently changed or opened, most recent last: embedded first."""
+        self.focus_paths: list[str] = []
+        """Files open or edited in the editor, most recent last: embedded before everything else.
+        Kept apart from `recent_paths`, which a large sync refills, so a first index of thousands
+        of files cannot push them out."""
 
     # ------------------------------------------------------------------ planning
 
@@ -179,6 +185,7 @@ class Indexer:
             parsed = parse_file(rel, data, mtime_ns=UNSAVED_MTIME, chunk_tokens=self.chunk_tokens)
             self._write([parsed], SyncReport())
             self._remember_recent([rel])
+            self._remember(self.focus_paths, [rel])
 
     def _writer(self, report: SyncReport) -> _WriterLock:
         return _WriterLock(self._lock, self._thread_lock, report)
@@ -250,7 +257,7 @@ class Indexer:
         while limit is None or done < limit:
             with self._thread_lock:
                 pending = self.store.chunks_missing_vectors(
-                    WRITE_BATCH_VECTORS, priority_paths=list(reversed(self.recent_paths))
+                    WRITE_BATCH_VECTORS, priority_paths=self.priority_paths()
                 )
                 if not pending:
                     break
@@ -288,16 +295,26 @@ class Indexer:
                 progress(Progress("embed", done, max(total, done), rate=done / elapsed))
         return {item.chunk_id: vectors[item.text_hash] for item in pending if item.text_hash in vectors}
 
-    def _remember_recent(self, paths: Sequence[str], keep: int = 200) -> None:
+    def priority_paths(self) -> list[str]:
+        """The files whose chunks are embedded first: open and edited files, then recently changed
+        ones, most recent first in each."""
+        return list(dict.fromkeys([*reversed(self.focus_paths), *reversed(self.recent_paths)]))
+
+    def _remember_recent(self, paths: Sequence[str]) -> None:
+        self._remember(self.recent_paths, paths)
+
+    @staticmethod
+    def _remember(remembered: list[str], paths: Sequence[str], keep: int = 200) -> None:
         for path in paths:
-            if path in self.recent_paths:
-                self.recent_paths.remove(path)
-            self.recent_paths.append(path)
-        del self.recent_paths[:-keep]
+            if path in remembered:
+                remembered.remove(path)
+            remembered.append(path)
+        del remembered[:-keep]
 
     def prioritise(self, paths: Sequence[str]) -> None:
         """Files the user has open: their chunks are embedded before the rest of the backlog."""
         self._remember_recent(paths)
+        self._remember(self.focus_paths, paths)
 
 
 class _WriterLock:

@@ -61,7 +61,15 @@ from lancedb.index import FTS
 from swarm_lsp.code.symbols import Reference, Symbol
 from swarm_lsp.config import workspace_data_dir
 from swarm_lsp.index import manifest
-from swarm_lsp.index.chunk_search import IN_LIST_SIZE, ChunkSearch, all_of, in_groups, path_in
+from swarm_lsp.index.chunk_search import (
+    HIT_COLUMNS,
+    IN_LIST_SIZE,
+    ChunkHit,
+    ChunkSearch,
+    all_of,
+    in_groups,
+    path_in,
+)
 from swarm_lsp.index.errors import IndexNotReady, IndexStoreError
 from swarm_lsp.index.maintenance import Maintenance, index_name_of
 from swarm_lsp.index.records import SCHEMA_VERSION, Chunk, FileRecord, ParsedFile
@@ -427,6 +435,28 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
     def find_symbol(self, name: str) -> list[Symbol]:
         """Definitions whose name or qualified name is exactly `name` ("get_json" or "Request.get_json")."""
         return self._symbols((col("name") == lit(name)) | (col("qualified_name") == lit(name)))
+
+    def definition_chunks(self, names: Sequence[str], limit: int = 50) -> list[ChunkHit]:
+        """The chunks that define any of `names` (a name or a qualified name: "get_json",
+        "Request.get_json"), at most `limit`, scored 0 (ranking gives them their weight)."""
+        names = [name for name in dict.fromkeys(names) if name]
+        if not names:
+            return []
+        where = col("name").isin(names) | col("qualified_name").isin(names)
+        found = self._select(SYMBOLS, where, ["path", "qualified_name"], limit=limit).to_pylist()
+        wanted = {(row["path"], row["qualified_name"]) for row in found}
+        if not wanted:
+            return []
+        paths = sorted({path for path, _ in wanted})
+        symbols = sorted({symbol for _, symbol in wanted})
+        where = path_in(paths) & col("symbol").isin(symbols)
+        rows = self._select(CHUNKS, where, list(HIT_COLUMNS), limit=limit * 4).to_pylist()
+        hits = [
+            ChunkHit(**row, score=0.0, modes=frozenset({"definition"}))
+            for row in rows
+            if (row["path"], row["symbol"]) in wanted
+        ]
+        return sorted(hits, key=lambda hit: (hit.path, hit.start_line))[:limit]
 
     def references(self, name: str | None = None, path: str | None = None) -> list[Reference]:
         conditions = []

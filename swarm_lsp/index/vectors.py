@@ -143,15 +143,20 @@ class VectorStore:
         return found
 
     def chunks_missing_vectors(self, limit: int, priority_paths: Sequence[str] = ()) -> list[PendingChunk]:
-        """Up to `limit` chunks without a vector, those of `priority_paths` (open editors) first."""
+        """Up to `limit` chunks without a vector, those of `priority_paths` (open editors) first, in
+        the order of `priority_paths` (the first path's chunks before the second's)."""
         if self.embedder_id is None or limit <= 0:
             return []
         columns = ["chunk_id", "text", "text_hash"]
         missing = col("has_vector") == lit(False)
         result: dict[str, PendingChunk] = {}
         if priority_paths:
-            rows = self._select(CHUNKS, missing & path_in(list(priority_paths)), columns, limit=limit)
-            for row in rows.to_pylist():
+            rank = {path: position for position, path in enumerate(dict.fromkeys(priority_paths))}
+            # All their missing chunks (a few hundred files at most), then the first `limit` by rank:
+            # a limit in the query would keep an arbitrary `limit` of them.
+            rows = self._select(CHUNKS, missing & path_in(list(rank)), ["path", *columns]).to_pylist()
+            rows.sort(key=lambda row: rank[row["path"]])
+            for row in rows[:limit]:
                 result[row["chunk_id"]] = PendingChunk(row["chunk_id"], row["text"], row["text_hash"])
         if len(result) < limit:
             rows = self._select(CHUNKS, missing, columns, limit=limit + len(result))

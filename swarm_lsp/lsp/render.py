@@ -13,11 +13,23 @@ from lsprotocol import types
 
 from swarm_lsp.codebase import CodebaseResult
 from swarm_lsp.lsp.documents import Document
+from swarm_lsp.lsp.session import Target
 from swarm_lsp.swarm.runner import SwarmResult
-from swarm_lsp.swarm.tasks import Edit, apply_edit
+from swarm_lsp.swarm.tasks import Edit, Task, apply_edit
 
 ANSWERS_KEPT = 50
 """Answer documents kept per workspace; older ones are removed."""
+
+
+TITLES = {
+    "explain": "Explain",
+    "refactor": "Refactor",
+    "document": "Add docstring",
+    "fix": "Fix",
+    "ask": "Ask",
+    "chat": "Chat",
+}
+"""The task kinds as the editor shows them."""
 
 
 def verdict(agreement: float, low: bool) -> str:
@@ -147,3 +159,25 @@ def workspace_edit(
     if versioned:
         return types.WorkspaceEdit(document_changes=document_changes)
     return types.WorkspaceEdit(changes=changes)
+
+
+def answer_title(task: Task) -> str:
+    if task.kind in ("ask", "chat") or task.path is None:
+        return task.prompt.strip().split("\n")[0][:100] or TITLES[task.kind]
+    where = task.path if task.range is None else f"{task.path}:{task.range.lines_label}"
+    return f"{TITLES[task.kind]} {where}"
+
+
+def target_json(task: Task, target: Target | None) -> dict[str, Any] | None:
+    """Where the task pointed, in the client's units, and the text it covered."""
+    if target is None:
+        return None
+    data: dict[str, Any] = {"uri": target.uri, "path": target.path, "version": target.document.version}
+    if task.range is not None:
+        rng = target.document.lsp_range(task.range)
+        data["range"] = {
+            "start": {"line": rng.start.line, "character": rng.start.character},
+            "end": {"line": rng.end.line, "character": rng.end.character},
+        }
+        data["text"] = task.selection_text()
+    return data

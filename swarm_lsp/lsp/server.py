@@ -60,6 +60,7 @@ def create_server() -> SwarmServer:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def opened(ls: SwarmServer, params: types.DidOpenTextDocumentParams) -> None:
         ls.session.documents.open(params.text_document)
+        ls.buffer_opened(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def changed(ls: SwarmServer, params: types.DidChangeTextDocumentParams) -> None:

@@ -42,7 +42,7 @@ from swarm_lsp.lsp.session import CONFIG_SECTION, Folder, Session, Target, merge
 from swarm_lsp.swarm.engine import Cancelled
 from swarm_lsp.swarm.runner import SwarmResult
 from swarm_lsp.swarm.tasks import CODE_KINDS, Edit, Task
-from swarm_lsp.workspace import SyncReport
+from swarm_lsp.workspace import SyncReport, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,6 @@ REFACTOR_PRESETS = (
     "Make it more idiomatic",
 )
 
-TITLES = {
-    "explain": "Explain",
-    "refactor": "Refactor",
-    "document": "Add docstring",
-    "fix": "Fix",
-    "ask": "Ask",
-    "chat": "Chat",
-}
-
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
@@ -78,7 +69,7 @@ class Run:
     target: Target | None
     folder: Folder
     where: dict[str, Any] | None
-    """The target in the client's units when the request started (see `_target_json`)."""
+    """The target in the client's units when the request started (see `render.target_json`)."""
 
 
 class RequestFailed(JsonRpcException):
@@ -255,6 +246,12 @@ class SwarmServer(LanguageServer):
 
     # -------------------------------------------------------------- buffers
 
+    def buffer_opened(self, uri: str) -> None:
+        """An opened file's chunks are embedded before the rest of the backlog."""
+        found = self._workspace_of(uri)
+        if found is not None:
+            self.spawn(asyncio.to_thread(found[0].prioritise, [found[1]]))
+
     def buffer_changed(self, uri: str) -> None:
         """Index the buffer's unsaved text once the typing pauses."""
         timer = self._buffer_timers.pop(uri, None)
@@ -268,26 +265,27 @@ class SwarmServer(LanguageServer):
         document = self.session.documents.find(uri)
         if document is None:
             return
-        try:
-            folder, rel = self.session.locate(uri)
-            workspace = folder.require()
-        except ValueError:
-            return  # outside the workspace folders, or no usable settings: nothing to index
-        self.spawn(asyncio.to_thread(workspace.update_buffer, rel, document.text))
+        found = self._workspace_of(uri)
+        if found is not None:
+            self.spawn(asyncio.to_thread(found[0].update_buffer, found[1], document.text))
 
     def buffer_closed(self, uri: str, changed: bool) -> None:
         """A closed buffer's unsaved text leaves the index: the file on disk is read again."""
         timer = self._buffer_timers.pop(uri, None)
         if timer is not None:
             timer.cancel()
-        if not changed:
-            return
+        found = self._workspace_of(uri) if changed else None
+        if found is not None:
+            self.spawn(asyncio.to_thread(found[0].sync_paths, [found[1]]))
+
+    def _workspace_of(self, uri: str) -> tuple[Workspace, str] | None:
+        """The workspace a document belongs to and its relative path; None outside the workspace
+        folders, or where the folder has no usable settings (nothing to index then)."""
         try:
             folder, rel = self.session.locate(uri)
-            workspace = folder.require()
+            return folder.require(), rel
         except ValueError:
-            return
-        self.spawn(asyncio.to_thread(workspace.sync_paths, [rel]))
+            return None
 
     # ------------------------------------------------------------- indexing
 
@@ -322,11 +320,11 @@ class SwarmServer(LanguageServer):
         else:
             task = build_task(request, target)
         task.validate()
-        where = _target_json(task, target)
+        where = render.target_json(task, target)
         stream = None
         if task.kind not in CODE_KINDS:
             stream = {"kind": task.kind, "conversationId": task.conversation_id}
-        title = f"swarm-lsp: {TITLES[task.kind]}"
+        title = f"swarm-lsp: {render.TITLES[task.kind]}"
         async with self.tracked(
             title, folder, token=token, request_id=request_id, message="retrieving context", stream=stream
         ) as (job, progress):
@@ -360,7 +358,7 @@ class SwarmServer(LanguageServer):
         if run.task.kind not in CODE_KINDS:
             await self.show_answer(run)
             return action
-        title = TITLES[run.task.kind]
+        title = render.TITLES[run.task.kind]
         refused = ""
         try:
             action.edit = self.edit_for(run.result, run.folder)
@@ -446,7 +444,7 @@ class SwarmServer(LanguageServer):
     async def show_answer(self, run: Run) -> dict[str, Any]:
         """Show a text answer as a markdown document (or a message) and return the command result."""
         result, task, folder = run.result, run.task, run.folder
-        title = _answer_title(task)
+        title = render.answer_title(task)
         markdown = render.answer_markdown(title, result)
         name = render.answer_name(task.kind)
         append = False
@@ -511,7 +509,7 @@ class SwarmServer(LanguageServer):
     async def apply_result(self, run: Run) -> dict[str, Any]:
         """Apply a code answer with workspace/applyEdit; refuse a stale one; say what happened."""
         result = run.result
-        title = TITLES[run.task.kind]
+        title = render.TITLES[run.task.kind]
         applied, refused = False, ""
         if result.edit is not None:
             applied, refused = await self.deliver([result.edit], run.folder, f"swarm-lsp: {title}")
@@ -576,25 +574,3 @@ class SwarmServer(LanguageServer):
             "markdown": markdown,
             "document": shown,
         }
-
-
-def _answer_title(task: Task) -> str:
-    if task.kind in ("ask", "chat") or task.path is None:
-        return task.prompt.strip().split("\n")[0][:100] or TITLES[task.kind]
-    where = task.path if task.range is None else f"{task.path}:{task.range.lines_label}"
-    return f"{TITLES[task.kind]} {where}"
-
-
-def _target_json(task: Task, target: Target | None) -> dict[str, Any] | None:
-    """Where the task pointed, in the client's units, and the text it covered."""
-    if target is None:
-        return None
-    data: dict[str, Any] = {"uri": target.uri, "path": target.path, "version": target.document.version}
-    if task.range is not None:
-        rng = target.document.lsp_range(task.range)
-        data["range"] = {
-            "start": {"line": rng.start.line, "character": rng.start.character},
-            "end": {"line": rng.end.line, "character": rng.end.character},
-        }
-        data["text"] = task.selection_text()
-    return data

@@ -163,6 +163,10 @@ def batched(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
+FIT_CHARS_PER_TOKEN = 8
+"""A prefix of limit * 8 characters holds more than `limit` tokens for code and prose alike."""
+
+
 def fit_to_tokens(text: str, limit: int, count_tokens: Callable[[str], int]) -> tuple[str, bool]:
     """The longest prefix of `text` whose token count is within `limit`, and whether it was cut.
 
@@ -170,9 +174,17 @@ def fit_to_tokens(text: str, limit: int, count_tokens: Callable[[str], int]) -> 
     search starts from the proportional guess and tokenizes only prefixes near the limit: about
     ten short tokenizer calls, noise beside embedding the text.
     """
-    total = count_tokens(text)
+    # Tokenizing costs more than linear time in the length: look only at a head that surely holds
+    # more than `limit` tokens (no tokenizer makes tokens of FIT_CHARS_PER_TOKEN characters on average).
+    head = text[: limit * FIT_CHARS_PER_TOKEN]
+    total = count_tokens(head)
     if total <= limit:
-        return text, False
+        if len(head) == len(text):
+            return text, False
+        head, total = text, count_tokens(text)  # a text of unusually long tokens: search all of it
+        if total <= limit:
+            return text, False
+    text = head
     low, high = 0, len(text)  # the answer lies in [low, high]; text[:low] fits
     probe = min(len(text), len(text) * limit // total * 2 + 16)
     if count_tokens(text[:probe]) <= limit:
@@ -188,10 +200,39 @@ def fit_to_tokens(text: str, limit: int, count_tokens: Callable[[str], int]) -> 
     return text[:low], True
 
 
+def physical_cores() -> int:
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
 def default_embed_threads() -> int:
     """Physical cores less one (at least one): indexing runs in the background of other work."""
-    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    return max(1, physical - 1)
+    return max(1, physical_cores() - 1)
+
+
+BULK_TEXTS = 16
+"""A passage call with at least this many texts is bulk work (a first index, a branch switch)."""
+
+
+def threads_for(texts: int, configured: int | None = None) -> int:
+    """The threads policy of the in-process embedders, decided here only.
+
+    An explicit setting (`index.embed_threads`) always wins. Otherwise a call of `BULK_TEXTS`
+    texts or more (the indexer sends a large backlog 32 at a time) gets every physical core: a
+    first index is the user waiting. A smaller call (the watcher's trickle after a save, a query)
+    gets one thread, so the editor and a model generating an answer keep the other cores; a handful
+    of chunks takes a fraction of a second on one core.
+    """
+    if configured:
+        return configured
+    return physical_cores() if texts >= BULK_TEXTS else 1
+
+
+def length_batches(texts: Sequence[str], size: int) -> list[list[int]]:
+    """Positions of `texts` in batches of at most `size`, shortest texts first: a batch holds
+    texts of similar length. The caller writes each batch's result back at these positions, so
+    the output keeps the input's order."""
+    order = sorted(range(len(texts)), key=lambda position: len(texts[position]))
+    return [order[start : start + size] for start in range(0, len(order), size)]
 
 
 class PrefixedEmbedder:

@@ -9,6 +9,7 @@ from swarm_lsp.config import Settings
 from swarm_lsp.models.base import Backend, DoesNotFit, ModelNotFound
 from swarm_lsp.models.catalog import BUNDLED_NAME, Architecture, entry_for_file, find_entry
 from swarm_lsp.models.discovery import LocalModel, discover
+from swarm_lsp.models.embedding_catalog import embedding_entry_for_file
 from swarm_lsp.models.gguf import read_gguf
 from swarm_lsp.models.hardware import (
     DEFAULT_VOTERS,
@@ -138,6 +139,8 @@ def _auto(usable: list[LocalModel], profile: HardwareProfile) -> ResolvedModel |
     best: tuple[float, ResolvedModel] | None = None
     budget = profile.memory_budget()
     for model in usable:
+        if _is_embedding_model(model):  # a pulled nomic-embed GGUF is no chat model
+            continue
         try:
             resolved = _from_local(model, "")
         except Exception:  # an unreadable file is shown by doctor; it simply cannot be chosen
@@ -158,6 +161,14 @@ def _auto(usable: list[LocalModel], profile: HardwareProfile) -> ResolvedModel |
     return ResolvedModel(
         **{**chosen.__dict__, "why": "model.name = 'auto': the best model on disk that fits"}
     )
+
+
+def _is_embedding_model(model: LocalModel) -> bool:
+    """An embedding model: in the embedding catalog, or a GGUF that names a pooling type."""
+    if embedding_entry_for_file(model.path.name if model.format == "gguf" else model.name) is not None:
+        return True
+    info = model.info
+    return info is not None and f"{info.architecture}.pooling_type" in info.metadata
 
 
 def plan_run(settings: Settings, profile: HardwareProfile, model: ResolvedModel | None) -> RunPlan:

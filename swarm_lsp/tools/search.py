@@ -7,6 +7,7 @@ a server has just started. Results outside the caller's roots, and secret files,
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from swarm_lsp.tools.env import ToolEnv
@@ -15,6 +16,13 @@ from swarm_lsp.tools.sandbox import SafePath
 
 HIT_LINES = 30
 """search_code shows at most this many lines of each hit (the structured result has them all)."""
+
+
+def _index_plan(
+    description: str, run: Any, cache_key: tuple[Any, ...], depends_on: tuple[Path, ...] = ()
+) -> Plan:
+    """A read of the index: cached by `cache_key` until the index (or a file it `depends_on`) changes."""
+    return Plan(Tier.READ, description, run, cache_key=cache_key, depends_on=depends_on, index_backed=True)
 
 
 def _scope(env: ToolEnv) -> tuple[Any, ...]:
@@ -72,13 +80,7 @@ def _prepare_search_code(env: ToolEnv, args: dict[str, Any]) -> Plan:
             blocks.append(f"{head}\n{body}{more}")
         return Output("\n\n".join(blocks), {"query": query, "hits": shown})
 
-    return Plan(
-        Tier.READ,
-        f"search the index for {query!r}",
-        run,
-        cache_key=("search_code", query, k, mode, _scope(env)),
-        index_backed=True,
-    )
+    return _index_plan(f"search the index for {query!r}", run, ("search_code", query, k, mode, _scope(env)))
 
 
 SEARCH_CODE = Tool(
@@ -147,13 +149,7 @@ def _prepare_find_symbol(env: ToolEnv, args: dict[str, Any]) -> Plan:
             )
         return Output("\n".join(lines), {"name": name, "symbols": found})
 
-    return Plan(
-        Tier.READ,
-        f"find the definition of {name!r}",
-        run,
-        cache_key=("find_symbol", name, _scope(env)),
-        index_backed=True,
-    )
+    return _index_plan(f"find the definition of {name!r}", run, ("find_symbol", name, _scope(env)))
 
 
 FIND_SYMBOL = Tool(
@@ -190,14 +186,7 @@ def _prepare_get_outline(env: ToolEnv, args: dict[str, Any]) -> Plan:
             )
         return Output(outline, {"path": safe.shown})
 
-    return Plan(
-        Tier.READ,
-        f"outline {safe.shown}",
-        run,
-        cache_key=("get_outline", str(safe.path)),
-        depends_on=(safe.path,),
-        index_backed=True,
-    )
+    return _index_plan(f"outline {safe.shown}", run, ("get_outline", str(safe.path)), depends_on=(safe.path,))
 
 
 GET_OUTLINE = Tool(
@@ -237,13 +226,7 @@ def _prepare_repo_map(env: ToolEnv, args: dict[str, Any]) -> Plan:
         text = await asyncio.to_thread(repo_map_text, env, budget, focus)
         return Output(text or "(the index is empty)", {"token_budget": budget, "focus": focus})
 
-    return Plan(
-        Tier.READ,
-        "map the repository",
-        run,
-        cache_key=("repo_map", budget, tuple(focus), _scope(env)),
-        index_backed=True,
-    )
+    return _index_plan("map the repository", run, ("repo_map", budget, tuple(focus), _scope(env)))
 
 
 REPO_MAP = Tool(

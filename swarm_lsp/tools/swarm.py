@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 PROGRESS_EVERY_S = 0.5
 
 
+_LINE_RANGE: dict[str, Any] = {
+    "start_line": {"type": "integer", "minimum": 1},
+    "end_line": {"type": "integer", "minimum": 1},
+}
+"""The optional line range of a file, as every swarm tool takes it."""
+
+
 def _voters_schema() -> dict[str, Any]:
     return {"type": "integer", "minimum": 1, "maximum": 16, "description": "voters (default: settings)"}
 
@@ -189,8 +196,7 @@ ASK_SWARM = Tool(
         "properties": {
             "question": {"type": "string", "minLength": 1},
             "path": {"type": "string", "description": "a file the question is about"},
-            "start_line": {"type": "integer", "minimum": 1},
-            "end_line": {"type": "integer", "minimum": 1},
+            **_LINE_RANGE,
             "voters": _voters_schema(),
         },
         "required": ["question"],
@@ -231,8 +237,7 @@ EXPLAIN_CODE = Tool(
         "type": "object",
         "properties": {
             "path": {"type": "string"},
-            "start_line": {"type": "integer", "minimum": 1},
-            "end_line": {"type": "integer", "minimum": 1},
+            **_LINE_RANGE,
             "symbol": {"type": "string", "description": "a symbol to explain (with or without a path)"},
             "voters": _voters_schema(),
         },
@@ -284,8 +289,7 @@ PROPOSE_REFACTOR = Tool(
         "type": "object",
         "properties": {
             "path": {"type": "string"},
-            "start_line": {"type": "integer", "minimum": 1},
-            "end_line": {"type": "integer", "minimum": 1},
+            **_LINE_RANGE,
             "instruction": {"type": "string", "minLength": 1, "description": "what to change"},
             "voters": _voters_schema(),
         },
