@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup browser demo test bench lint clean vendor-dashboard
 
 setup: $(STAMP)
 
@@ -13,6 +13,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -e ".[dev,mlx]"
 	touch $(STAMP)
+
+# tests/test_dashboard.py drives a real Chromium; a missing browser is installed (Debian/Ubuntu) or
+# reported, never skipped. `apt-get update` runs only when the install fails: it is slow and needs network.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		exit 0; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "The dashboard test needs Chromium: install it so that 'chromium' is on PATH, then run make test again." >&2; \
+		exit 1; \
+	fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	else echo "The dashboard test needs Chromium: run 'apt-get install chromium' as root, then make test again." >&2; exit 1; fi; \
+	install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium"; \
+	echo "Installing Chromium for the dashboard test: $$install"; \
+	$$install || { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && $$install; } || exit 1; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ echo "apt-get installed chromium but it is not on PATH; add it to PATH, then make test again." >&2; exit 1; }
 
 # The demo indexes this repository (full text; `swarm-lsp index` without --no-embed adds vectors, a few
 # minutes on 2 cores) and asks a question answered by a vote of 5 voters on the bundled model.
@@ -25,7 +43,7 @@ demo: setup
 
 # The layer contracts first (a broken one fails the run at once), then the suite. pytest exits 5 when
 # it collects no tests; that must fail CI, and it does (make fails on non-zero).
-test: setup
+test: setup browser
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs -p no:cacheprovider
 
@@ -42,11 +60,24 @@ bench: setup
 	$(PY) bench/voting_overhead.py
 	$(PY) bench/mcp_latency.py
 	$(PY) bench/lsp_latency.py
+	$(PY) bench/api_overhead.py
 
 lint: setup
 	$(VENV)/bin/ruff check swarm_lsp tests bench
 	$(VENV)/bin/ruff format --check swarm_lsp tests bench
 	$(VENV)/bin/lint-imports --no-cache
+
+# The dashboard's one library (htm + Preact as an ES module) is committed, so the page works offline and
+# needs no build step; this re-fetches it from npm. Not part of setup or test.
+HTM_VERSION ?= 3.1.1
+DASHBOARD_VENDOR := swarm_lsp/api/static/vendor
+vendor-dashboard:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	(cd "$$tmp" && npm pack --silent htm@$(HTM_VERSION) >/dev/null && tar xzf htm-$(HTM_VERSION).tgz) && \
+	cp "$$tmp/package/preact/standalone.module.js" $(DASHBOARD_VENDOR)/htm-preact-standalone.mjs && \
+	cp "$$tmp/package/LICENSE" $(DASHBOARD_VENDOR)/LICENSE-htm.txt && \
+	sha256sum $(DASHBOARD_VENDOR)/htm-preact-standalone.mjs && \
+	echo "Vendored htm@$(HTM_VERSION); update the version and checksum in $(DASHBOARD_VENDOR)/README.md."
 
 clean:
 	rm -rf $(VENV)

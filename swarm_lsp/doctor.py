@@ -67,6 +67,14 @@ def available_backends() -> dict[str, bool]:
     }
 
 
+def diagnose(loaded: LoadedSettings) -> DoctorReport:
+    """The report for this machine: its hardware, and the models found on it."""
+    from swarm_lsp.models.discovery import discover
+    from swarm_lsp.models.hardware import detect
+
+    return build_report(loaded, detect(), discover(loaded.settings.model.search_paths))
+
+
 def build_report(loaded: LoadedSettings, profile: HardwareProfile, local: list[LocalModel]) -> DoctorReport:
     settings = loaded.settings
     recommendation = recommend(profile)

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import filelock
 
-from swarm_lsp.basics import CancellationToken
+from swarm_lsp.basics import CancellationToken, SwarmLspError
 from swarm_lsp.config import LoadedSettings, Settings, index_data_dir, load_settings
 from swarm_lsp.index import manifest
 from swarm_lsp.index.ignore import IgnoreRules, Skipped, workspace_rules
 from swarm_lsp.index.plan import SyncReport
 from swarm_lsp.progress import ProgressCallback
+from swarm_lsp.swarm.activity import Activity
+from swarm_lsp.swarm.queue import RequestQueue
 
 # The index store, indexer, watcher and retriever import lancedb (over a second to load): they are
 # imported when the index is first opened, so a no-change check or a settings read stays fast.
@@ -39,10 +41,15 @@ if TYPE_CHECKING:
     from swarm_lsp.retrieval import Retriever, SearchHit, SearchMode
     from swarm_lsp.swarm.context import ContextPack, Focus
     from swarm_lsp.swarm.engine import ProgressCallback as SwarmProgressCallback
-    from swarm_lsp.swarm.runner import SwarmResult, SwarmRunner
+    from swarm_lsp.swarm.engine import SwarmProgress
+    from swarm_lsp.swarm.runner import GenerationOptions, SwarmResult, SwarmRunner
     from swarm_lsp.swarm.tasks import Task
 
 log = logging.getLogger(__name__)
+
+
+class EmbedderUnavailable(SwarmLspError):
+    """The index has no embedder, so nothing can be embedded."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class Workspace:
         self.root = root.expanduser().resolve()
         if not self.root.is_dir():
             raise NotADirectoryError(f"workspace {self.root} is not a folder")
+        self._editor_options = editor_options
         self.loaded = loaded or load_settings(self.root, editor_options)
         self._embedder_choice = embedder
         self._lock = threading.RLock()
@@ -96,6 +104,11 @@ class Workspace:
         self._backend: Backend | None = None
         self._run_plan: RunPlan | None = None
         self._runner: SwarmRunner | None = None
+        self.queue = RequestQueue(self.settings.swarm.queue_limit)
+        """Requests of every door wait here for the one loaded model, in order."""
+        self.activity = Activity()
+        """Recent requests with their voters' progress and their votes (the dashboard shows them)."""
+        self.started_at = time.time()
 
     @property
     def settings(self) -> Settings:
@@ -315,7 +328,7 @@ class Workspace:
                     self.retriever,
                     self.root,
                     context_length=backend.info.context_length or plan.context,
-                    voters=plan.voters,
+                    voters=swarm.voters or plan.voters,  # settings reloaded since the plan
                     max_tokens=swarm.max_tokens,
                     temperature=swarm.temperature,
                     voter_timeout=swarm.timeout,
@@ -331,12 +344,108 @@ class Workspace:
         strategy: str | None = None,
         cancel: CancellationToken | None = None,
         on_progress: SwarmProgressCallback | None = None,
+        options: GenerationOptions | None = None,
+        door: str = "core",
+        model_label: str = "swarm",
     ) -> SwarmResult:
-        """Answer a task by swarm vote: retrieval, N voters, voting, grounding."""
-        runner = await asyncio.to_thread(lambda: self.runner)
-        return await runner.run(
-            task, voters=voters, strategy=strategy, cancel=cancel, on_progress=on_progress
+        """Answer a task by swarm vote: retrieval, N voters, voting, grounding.
+
+        Requests wait their turn for the model (`queue`; QueueFull when too many wait) and are
+        recorded in `activity` under `door` and `model_label` (what the client asked for)."""
+        from swarm_lsp.swarm.engine import Cancelled
+        from swarm_lsp.swarm.queue import QueueFull
+
+        task.validate()
+        planned = voters or self.settings.swarm.voters or (self._run_plan.voters if self._run_plan else 0)
+        max_tokens = (options.max_tokens if options else None) or self.settings.swarm.max_tokens
+        record = self.activity.begin(
+            door=door,
+            kind=task.kind,
+            model=model_label,
+            prompt=task.prompt or task.selection_text(),
+            voters=planned,
+            max_tokens=max_tokens,
         )
+
+        def progress(event: SwarmProgress) -> None:
+            self.activity.progress(record, event)
+            if on_progress is not None:
+                on_progress(event)
+
+        try:
+            async with self.queue.turn():
+                runner = await asyncio.to_thread(lambda: self.runner)
+                count = voters or runner.voters
+                temperature = options.temperature if options else None
+                samplings = runner.engine.samplings(count, temperature=temperature)
+                self.activity.started(record, [sampling.temperature for sampling in samplings])
+                result = await runner.run(
+                    task,
+                    voters=voters,
+                    strategy=strategy,
+                    cancel=cancel,
+                    on_progress=progress,
+                    options=options,
+                )
+        except QueueFull as error:
+            self.activity.failed(record, f"refused: {error}")
+            raise
+        except (asyncio.CancelledError, Cancelled):
+            self.activity.failed(record, "cancelled by the client", cancelled=True)
+            raise
+        except Exception as error:
+            self.activity.failed(record, str(error))
+            raise
+        self.activity.finished(record, result.to_dict())
+        return result
+
+    def embed_texts(self, texts: list[str], *, as_query: bool = False) -> tuple[list[list[float]], str]:
+        """Vectors of `texts` from the index's embedder, and its id (the HTTP embeddings endpoint).
+
+        Passages by default; `as_query` embeds search queries (some embedders prefix the two kinds
+        differently). Raises EmbedderUnavailable when the index has no embedder."""
+        embedder = self.embedder
+        if embedder is None:
+            raise EmbedderUnavailable(
+                "this workspace's index has no embedder ("
+                + (_embedder_unavailable() or "index.embedder is none")
+                + "); set index.embedder (see `swarm-lsp doctor`)"
+            )
+        if as_query:
+            vectors = [embedder.embed_query(text) for text in texts]
+        else:
+            vectors = list(embedder.embed_passages(texts))
+        return [[float(value) for value in vector] for vector in vectors], embedder.id
+
+    def model_info(self) -> dict[str, Any]:
+        """What model serves this workspace: loaded or not, its backend, window and voters."""
+        with self._lock:
+            backend, plan = self._backend, self._run_plan
+        if backend is None or plan is None:
+            return {
+                "loaded": False,
+                "name": self.settings.model.name,
+                "backend": None,
+                "context_length": None,
+                "voters": self.settings.swarm.voters or None,
+            }
+        info = backend.info
+        return {
+            "loaded": True,
+            "name": info.model,
+            "backend": info.backend,
+            "context_length": info.context_length or plan.context,
+            "voters": self.settings.swarm.voters or plan.voters,
+        }
+
+    def reload_settings(self) -> None:
+        """Read the settings files again. The swarm's settings apply to the next request; the model,
+        the index and the tools keep theirs until the process restarts."""
+        loaded = load_settings(self.root, self._editor_options)
+        with self._lock:
+            self.loaded = loaded
+            self._runner = None
+            self.queue.limit = loaded.settings.swarm.queue_limit
 
     # ---------------------------------------------------------------- watcher
 

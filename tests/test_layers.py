@@ -50,9 +50,13 @@ def copy_of_the_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("swarm/engine.py", "import swarm_lsp.index.store", "Layers:"),
         # A door reaching past the core into the index.
         ("mcp/server.py", "import swarm_lsp.index.store", "Doors and tools reach the index"),
+        ("api/chat.py", "import swarm_lsp.models.llamacpp", "Doors and tools reach the index"),
+        # Two doors are independent: the HTTP API must not lean on the MCP door.
+        ("api/server.py", "import swarm_lsp.mcp.server", "Layers:"),
         # A third-party library outside the one package that owns it.
         ("retrieval.py", "import lancedb", "lancedb only in the index store"),
         ("swarm/engine.py", "import tree_sitter", "tree_sitter only in code/"),
+        ("lsp/server.py", "import starlette", "starlette only in api/"),
     ],
 )
 def test_a_wrong_import_breaks_a_contract(

@@ -374,6 +374,8 @@ def test_cli_ask_json_schema(repo: Path, tmp_path: Path) -> None:
         "notes": list,
         "timings": dict,
         "model": str,
+        "prompt_tokens": int,
+        "completion_tokens": int,
         "candidates": list,
     }
     assert set(data) == set(expected)
@@ -389,6 +391,7 @@ def test_cli_ask_json_schema(repo: Path, tmp_path: Path) -> None:
         "votes",
         "finish_reason",
         "temperature",
+        "completion_tokens",
     }
     assert all(set(c) == candidate_keys for c in data["candidates"])
     assert any(s.startswith("web/routing.py:") for s in data["sources"])

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from swarm_lsp.config import ConfigError, ToolSettings
-from swarm_lsp.tools.audit import AuditLog, read_audit, redact
+from swarm_lsp.redaction import redact
+from swarm_lsp.tools.audit import AuditLog, read_audit
 from swarm_lsp.tools.cache import ResultCache
 from swarm_lsp.tools.patch import PatchError, apply_file_patch, parse_patch
 from swarm_lsp.tools.registry import Annotations, Output, Policy, Tier, Tool

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 
-LOOPBACK_NAMES = frozenset({"localhost"})
+from swarm_lsp.sockets import is_loopback
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -18,16 +17,11 @@ def parse_address(value: str) -> tuple[str, int]:
     number = int(port)
     if not 0 < number < 65536:
         raise ValueError(f"the port must be from 1 to 65535, got {number}")
-    if host not in LOOPBACK_NAMES:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ValueError(
-                f"the language server only listens on loopback addresses (127.0.0.1, ::1, localhost), "
-                f"not {host!r}: it has no authentication"
-            )
+    if not is_loopback(host):
+        raise ValueError(
+            f"the language server only listens on loopback addresses (127.0.0.1, ::1, localhost), "
+            f"not {host!r}: it has no authentication"
+        )
     return host, number
 
 

@@ -4,9 +4,8 @@ from swarm_lsp.mcp.server import (
     DEFAULT_TOOL_PORT,
     build_server,
     http_app,
-    is_loopback,
     serve_http,
     serve_stdio,
 )
 
-__all__ = ["DEFAULT_TOOL_PORT", "build_server", "http_app", "is_loopback", "serve_http", "serve_stdio"]
+__all__ = ["DEFAULT_TOOL_PORT", "build_server", "http_app", "serve_http", "serve_stdio"]

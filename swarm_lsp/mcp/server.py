@@ -17,11 +17,9 @@ Nothing here decides anything: tools, tiers, policy, sandbox, approval, cache an
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,6 +36,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from swarm_lsp import __version__
+from swarm_lsp.sockets import is_loopback, serve_asgi, url_host
 from swarm_lsp.tools.registry import (
     ApprovalAnswer,
     ApprovalDeferred,
@@ -314,15 +313,6 @@ async def _index_in_background(toolbox: Toolbox) -> None:
 # -------------------------------------------------------------------------------------------- http
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class TokenGuard:
     """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`, else 401."""
 
@@ -370,16 +360,6 @@ def http_app(toolbox: Toolbox, *, host: str, token: str | None) -> Any:
     return TokenGuard(app, token) if token else app
 
 
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
 async def serve_http(
     toolbox: Toolbox,
     *,
@@ -389,19 +369,12 @@ async def serve_http(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until cancelled; `on_ready` gets the URL once the socket listens (port 0 picks one)."""
-    import uvicorn  # only the HTTP transport needs it
-
-    app = http_app(toolbox, host=host, token=token)
-    sock = bind(host, port)
-    actual = sock.getsockname()[1]
-    shown_host = f"[{host.strip('[]')}]" if ":" in host.strip("[]") else host
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as group:
-        group.start_soon(_index_in_background, toolbox)
-        if on_ready is not None:
-            on_ready(f"http://{shown_host}:{actual}/mcp")
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            group.cancel_scope.cancel()
+    shown_host = url_host(host)
+    await serve_asgi(
+        lambda _port: http_app(toolbox, host=host, token=token),
+        host,
+        port,
+        background=[lambda: _index_in_background(toolbox)],
+        on_ready=None if on_ready is None else lambda actual: on_ready(f"http://{shown_host}:{actual}/mcp"),
+        lifespan="on",
+    )

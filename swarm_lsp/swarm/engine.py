@@ -41,6 +41,10 @@ class SwarmProgress:
     tokens: int
     leader_text: str = ""
     """What voter 0 has written so far: shown while the others are still running."""
+    voter_tokens: tuple[int, ...] = ()
+    """Tokens each voter has written so far, by voter index (a progress bar per generation)."""
+    max_tokens: int = 0
+    elapsed_s: float = 0.0
 
 
 ProgressCallback = Callable[[SwarmProgress], None]
@@ -76,13 +80,20 @@ class SwarmEngine:
         self.voter_timeout = voter_timeout
         self.seed = seed
 
-    def samplings(self, voters: int) -> list[Sampling]:
-        """Voter 0 greedy, the rest sampled with distinct seeds (deterministic for a given seed)."""
+    def samplings(
+        self, voters: int, *, temperature: float | None = None, seed: int | None = None
+    ) -> list[Sampling]:
+        """Voter 0 greedy, the rest sampled with distinct seeds (deterministic for a given seed).
+
+        `temperature` and `seed` override the engine's for one request; temperature 0 makes every
+        voter greedy."""
+        temperature = self.temperature if temperature is None else temperature
+        seed = self.seed if seed is None else seed
         sampled = [
-            Sampling(temperature=self.temperature, top_p=self.top_p, top_k=40, seed=self.seed + index)
+            Sampling(temperature=temperature, top_p=self.top_p, top_k=40, seed=seed + index)
             for index in range(1, voters)
         ]
-        return [Sampling(temperature=0.0, top_p=1.0, top_k=0, seed=self.seed), *sampled]
+        return [Sampling(temperature=0.0, top_p=1.0, top_k=0, seed=seed), *sampled]
 
     def _shares(self, voters: int) -> list[int]:
         """Voters per backend, in proportion to how many each can decode at once."""
@@ -103,18 +114,33 @@ class SwarmEngine:
         cancel: CancellationToken | None = None,
         on_progress: ProgressCallback | None = None,
         prompt_lookup: bool = False,
+        temperature: float | None = None,
+        seed: int | None = None,
     ) -> EngineResult:
         started = time.monotonic()
-        samplings = self.samplings(voters)
+        samplings = self.samplings(voters, temperature=temperature, seed=seed)
         texts: dict[int, list[str]] = {}
         tokens = [0]
+        per_voter = [0] * voters
         offsets: list[int] = []
 
         def on_token(global_index: int, piece: str) -> None:
             texts.setdefault(global_index, []).append(piece)
             tokens[0] += 1
-            if on_progress is not None and global_index == 0:
-                on_progress(SwarmProgress("generating", voters, 0, tokens[0], "".join(texts[0])))
+            per_voter[global_index] += 1
+            if on_progress is not None:
+                on_progress(
+                    SwarmProgress(
+                        "generating",
+                        voters,
+                        0,
+                        tokens[0],
+                        "".join(texts.get(0, ())),
+                        tuple(per_voter),
+                        max_tokens,
+                        time.monotonic() - started,
+                    )
+                )
 
         requests: list[tuple[Backend, GenerationRequest]] = []
         position = 0
@@ -178,5 +204,16 @@ class SwarmEngine:
                 "no voter produced an answer: " + "; ".join(result.failures or ["unknown failure"])
             )
         if on_progress is not None:
-            on_progress(SwarmProgress("voting", voters, len(result.candidates), tokens[0]))
+            finished = tuple(c.completion_tokens or per_voter[c.index] for c in result.candidates)
+            on_progress(
+                SwarmProgress(
+                    "voting",
+                    voters,
+                    len(result.candidates),
+                    tokens[0],
+                    voter_tokens=tuple(per_voter) if len(finished) != voters else finished,
+                    max_tokens=max_tokens,
+                    elapsed_s=result.elapsed_s,
+                )
+            )
         return result

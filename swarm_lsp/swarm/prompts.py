@@ -32,6 +32,7 @@ from swarm_lsp.swarm.tasks import CODE_KINDS, Task, span_of
 
 __all__ = [
     "CONTEXT_LINES",
+    "PLAIN_SYSTEM",
     "PromptView",
     "build_messages",
     "max_tokens_for",
@@ -45,6 +46,9 @@ FILE_LINES_SHOWN = 200
 """An ``explain`` of a whole file shows at most this many of its lines (the rest is in the context)."""
 MAX_CODE_TOKENS = 4096
 """`max_tokens_for` never asks more than this (or the caller's default, when that is larger)."""
+
+PLAIN_SYSTEM = "You are a helpful assistant."
+"""The system message of an ungrounded chat whose client sent none."""
 
 _FENCE_TAGS = {"text": "", "markdown": "markdown"}
 
@@ -79,7 +83,13 @@ def build_messages(
     the user message.
     """
     task.validate()
-    messages = [Message("system", _system_text(task.kind, context, context_citations))]
+    if task.grounded:
+        system = _system_text(task.kind, context, context_citations)
+        if task.instructions.strip():
+            system += f"\n\nInstructions from the user's tool:\n{task.instructions.strip()}"
+    else:
+        system = task.instructions.strip() or PLAIN_SYSTEM
+    messages = [Message("system", system)]
     if task.kind == "chat":
         messages.extend(Message(m.role, m.content) for m in task.history if m.role in ("user", "assistant"))
     messages.append(Message("user", user_text(task, extra_context)))

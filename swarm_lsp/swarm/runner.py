@@ -41,6 +41,17 @@ REFIT_SLACK_TOKENS = 32
 
 
 @dataclass(frozen=True)
+class GenerationOptions:
+    """One request's own sampling settings, over the swarm's (the HTTP API's temperature, max_tokens,
+    stop and seed). Voter 0 stays greedy; `temperature` 0 makes every voter greedy."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class CandidateView:
     index: int
     text: str
@@ -50,6 +61,7 @@ class CandidateView:
     votes: int
     finish_reason: str
     temperature: float
+    completion_tokens: int = 0
 
 
 @dataclass
@@ -68,6 +80,13 @@ class SwarmResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     model: str = ""
+    prompt_tokens: int = 0
+    """The prompt's length in model tokens (every voter read the same prompt)."""
+
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens written by all the voters together."""
+        return sum(candidate.completion_tokens for candidate in self.candidates)
 
     @property
     def low_agreement(self) -> bool:
@@ -89,6 +108,8 @@ class SwarmResult:
             "notes": self.notes,
             "timings": {key: round(value, 3) for key, value in self.timings.items()},
             "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
         }
         if candidates:
             data["candidates"] = [asdict(candidate) for candidate in self.candidates]
@@ -140,15 +161,17 @@ class SwarmRunner:
         cancel: CancellationToken | None = None,
         on_progress: ProgressCallback | None = None,
         exec_spec: ExecSpec | None = None,
+        options: GenerationOptions | None = None,
     ) -> SwarmResult:
         """Answer `task` by vote. `exec_spec` adds tests or inputs for the `exec` strategy; without
         one, Python code answers are still compiled and the ones that fail are dropped."""
         task.validate()
+        options = options or GenerationOptions()
         timings: dict[str, float] = {}
         notes: list[str] = []
         started = time.monotonic()
         voters = voters or self.voters
-        max_tokens = max_tokens_for(task, self.max_tokens)
+        max_tokens = options.max_tokens or max_tokens_for(task, self.max_tokens)
         continuing = self._continues(task)
         context, citations = await self._context(task, max_tokens, cancel, notes)
         messages = build_messages(task, context, context_citations=citations)
@@ -171,9 +194,11 @@ class SwarmRunner:
             messages,
             voters,
             max_tokens=max_tokens,
-            stop=stop_strings(task),
+            stop=[*stop_strings(task), *options.stop],
             cancel=cancel,
             on_progress=on_progress,
+            temperature=options.temperature,
+            seed=options.seed,
         )
         timings["generate"] = time.monotonic() - tick
         notes.extend(generated.failures)
@@ -227,6 +252,7 @@ class SwarmRunner:
             notes=notes,
             timings=timings,
             model=self.backend.info.model,
+            prompt_tokens=max((c.prompt_tokens for c in generated.candidates), default=0),
         )
 
     # ------------------------------------------------------------------ context
@@ -279,7 +305,7 @@ class SwarmRunner:
         overhead = PROMPT_OVERHEAD_TOKENS + count(task.prompt) + count(task.selection_text()) + cut
         budget = Budget.for_backend(self.context_length, max_tokens, overhead)
         context, citations = "", []
-        if self.context_source is not None and budget.context_tokens > 0:
+        if self.context_source is not None and budget.context_tokens > 0 and task.grounded:
             focus = None
             if task.path is not None:
                 rng = task.range
@@ -378,6 +404,7 @@ def _views(
             votes=result.votes.get(candidate.index, 0) if result.votes else 0,
             finish_reason=candidate.finish_reason,
             temperature=candidate.sampling.temperature,
+            completion_tokens=candidate.completion_tokens,
         )
         for candidate, answer in zip(candidates, parsed, strict=True)
     ]

@@ -28,6 +28,7 @@ __all__ = [
     "CODE_KINDS",
     "TASK_KINDS",
     "Edit",
+    "Message",
     "Task",
     "TaskKind",
     "TextRange",
@@ -100,6 +101,10 @@ class Task:
     ``file_text`` is the file's current text (the editor's unsaved buffer when there is one); the
     code kinds need it, with ``path`` and ``range``. ``history`` holds a chat's earlier turns,
     oldest first, as user and assistant messages.
+
+    ``instructions`` are the client's own system message (the HTTP API passes an OpenAI request's);
+    they are added to the swarm's. A chat with ``grounded`` False is plain chat with the model: no
+    retrieval, no workspace rules, the client's instructions as the whole system message.
     """
 
     kind: TaskKind
@@ -110,6 +115,8 @@ class Task:
     diagnostic: str | None = None
     history: Sequence[Message] = ()
     conversation_id: str | None = None
+    instructions: str = ""
+    grounded: bool = True
 
     @property
     def language(self) -> str:
@@ -129,6 +136,8 @@ class Task:
         """Raise ValueError, saying what is missing or wrong, when the task cannot be run."""
         if self.kind not in TASK_KINDS:
             raise ValueError(f"unknown task kind {self.kind!r}; use one of {', '.join(TASK_KINDS)}")
+        if not self.grounded and self.kind != "chat":
+            raise ValueError(f"only a chat can be ungrounded; a {self.kind} task works on the workspace")
         if self.kind in ("ask", "chat") and not self.prompt.strip():
             raise ValueError(f"an {self.kind} task needs a prompt: the question or message")
         if self.kind == "refactor" and not self.prompt.strip():

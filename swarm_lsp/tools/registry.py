@@ -30,7 +30,8 @@ import jsonschema
 
 from swarm_lsp.basics import SwarmLspError
 from swarm_lsp.config import ConfigError, ToolRule, ToolSettings
-from swarm_lsp.tools.audit import AuditLog, redact, redact_message
+from swarm_lsp.redaction import redact, redact_message
+from swarm_lsp.tools.audit import AuditLog
 from swarm_lsp.tools.cache import ResultCache
 
 log = logging.getLogger(__name__)

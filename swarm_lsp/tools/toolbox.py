@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from swarm_lsp.basics import CancellationToken
 from swarm_lsp.tools.atomic import WriteJournal
 from swarm_lsp.tools.audit import AuditLog
 from swarm_lsp.tools.cache import ResultCache
@@ -25,6 +22,7 @@ from swarm_lsp.tools.sandbox import SafePath, Sandbox
 from swarm_lsp.tools.search import INDEX_TOOLS
 from swarm_lsp.tools.shell import SHELL_TOOLS
 from swarm_lsp.tools.swarm import SWARM_TOOLS
+from swarm_lsp.upkeep import IndexUpkeep
 from swarm_lsp.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -65,10 +63,7 @@ class Toolbox:
             audit=self.audit,
             cache=self.cache,
         )
-        self._index_lock = threading.Lock()
-        self._indexed = threading.Event()
-        self._stop = CancellationToken()
-        self._embedding: threading.Thread | None = None
+        self.upkeep = IndexUpkeep(workspace, watch=self.watch, on_change=self.cache.index_changed)
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -80,51 +75,12 @@ class Toolbox:
         return removed
 
     def close(self) -> None:
-        """Stop background embedding. The workspace (index, watcher, model) is closed by its owner."""
-        self._stop.cancel()
-        with self._index_lock:  # a first sync still running stops at its next file
-            pass
-        if self._embedding is not None:
-            self._embedding.join(timeout=30)
-            self._embedding = None
+        """Stop background indexing. The workspace (index, watcher, model) is closed by its owner."""
+        self.upkeep.close()
 
     async def ensure_index(self) -> None:
         """The first sync (once), then the watcher and background embedding."""
-        if self._indexed.is_set():
-            return
-        await asyncio.to_thread(self._sync_once)
-
-    def _sync_once(self) -> None:
-        with self._index_lock:
-            if self._indexed.is_set():
-                return
-            report = self.workspace.index(embed=False, cancel=self._stop)
-            log.info(
-                "index: %d parsed, %d unchanged, %d removed", report.parsed, report.unchanged, report.deleted
-            )
-            self._indexed.set()
-            if self.watch:
-                watcher = self.workspace.start_watching()
-                earlier = watcher.on_sync
-
-                def on_sync(sync_report: Any) -> None:
-                    self.cache.index_changed()
-                    if earlier is not None:
-                        earlier(sync_report)
-
-                watcher.on_sync = on_sync
-            if self.workspace.embedder is not None and not self._stop.cancelled:
-                self._embedding = threading.Thread(
-                    target=self._embed, name="swarm-lsp-mcp-embed", daemon=True
-                )
-                self._embedding.start()
-
-    def _embed(self) -> None:
-        try:
-            self.workspace.embed_backlog(cancel=self._stop)
-        except Exception:  # background work: report and carry on with full-text search
-            log.exception("embedding the index backlog failed; search uses full text until the next sync")
-        self.cache.index_changed()
+        await self.upkeep.ensure()
 
     # ---------------------------------------------------------------------------------- calls
 
@@ -151,7 +107,7 @@ class Toolbox:
 
     async def _wrote(self, paths: Sequence[SafePath]) -> None:
         self.cache.invalidate_paths([safe.path for safe in paths])
-        if not self._indexed.is_set():
+        if not self.upkeep.synced:
             return  # the first sync, still to come, will see them
         root = self.workspace.root
         rels = [safe.path.relative_to(root).as_posix() for safe in paths if safe.path.is_relative_to(root)]

@@ -1,4 +1,4 @@
-"""The `swarm-lsp` command."""
+"""The workspace and model subcommands: index, search, ask, audit, doctor, models, generate."""
 
 from __future__ import annotations
 
@@ -6,277 +6,21 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swarm_lsp import __version__
-from swarm_lsp.basics import SwarmLspError
-from swarm_lsp.config import VOTING_STRATEGIES, ConfigError, LoadedSettings, load_settings
+from swarm_lsp.cli.common import settings_of, workspace_of
 from swarm_lsp.models.base import GenerationRequest, Message, Sampling
 from swarm_lsp.progress import ProgressLine
 
 if TYPE_CHECKING:
-    from swarm_lsp.workspace import IndexStatus, SyncReport, Workspace
-
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
+    from swarm_lsp.workspace import IndexStatus, SyncReport
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        return int(args.handler(args) or 0)
-    except ConfigError as error:
-        print(f"swarm-lsp: settings problem:\n{error}", file=sys.stderr)
-        return EXIT_USAGE
-    except SwarmLspError as error:
-        print(f"swarm-lsp: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("swarm-lsp: cancelled", file=sys.stderr)
-        return 130
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="swarm-lsp", description="A local AI assistant server for code editors."
-    )
-    parser.add_argument("--version", action="version", version=f"swarm-lsp {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the language server (LSP) for an editor")
-    transport = serve.add_mutually_exclusive_group()
-    transport.add_argument("--stdio", action="store_true", help="speak LSP over stdin/stdout (default)")
-    transport.add_argument(
-        "--tcp", metavar="HOST:PORT", help="listen for one editor over TCP (loopback only)"
-    )
-    transport.add_argument("--ws", metavar="HOST:PORT", help="listen over WebSocket (loopback only)")
-    serve.add_argument("--log-file", type=Path, default=None, help="write the server's log here")
-    serve.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    serve.set_defaults(handler=_serve)
-
-    mcp = _command(commands, "mcp", "serve the workspace tools over MCP (stdio, or HTTP with --http)", _mcp)
-    mcp.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
-    mcp.add_argument(
-        "--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1; others need --token)"
-    )
-    mcp.add_argument(
-        "--tool-port", type=int, default=17616, help="HTTP port (default 17616; 0 picks a free one)"
-    )
-    token = mcp.add_mutually_exclusive_group()
-    token.add_argument(
-        "--token", default=None, help="require Authorization: Bearer TOKEN on every HTTP request"
-    )
-    token.add_argument("--token-file", type=Path, default=None, help="read the token from this file")
-    mcp.add_argument("--read-only", action="store_true", help="list and allow only the read tools")
-    mcp.add_argument("--log-file", type=Path, default=None, help="write the server's log here")
-    mcp.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-
-    audit = _command(
-        commands,
-        "audit",
-        "print the MCP tool calls recorded for the workspace",
-        _audit,
-        json="print the entries as JSON lines",
-    )
-    audit.add_argument("-n", "--last", type=int, default=50, help="how many of the latest calls (0 = all)")
-    audit.add_argument("--tool", default=None, help="only calls of this tool")
-
-    _command(
-        commands, "doctor", "what this machine can run, and why", _doctor, json="print the report as JSON"
-    )
-
-    models = _command(
-        commands,
-        "models",
-        "list known and local models; `models pull NAME`",
-        _models_list,
-        json="print as JSON",
-    )
-    model_commands = models.add_subparsers(title="model commands", metavar="ACTION")
-    pull = model_commands.add_parser("pull", help="download a catalog model (needs the internet)")
-    pull.add_argument(
-        "name",
-        help="catalog name, optionally NAME:QUANT (e.g. qwen2.5-coder-1.5b-instruct:Q8_0), or an "
-        "embedding model for the index (potion-code-16m, nomic-embed-text-v1.5)",
-    )
-    pull.add_argument(
-        "--format",
-        choices=["gguf", "mlx"],
-        default=None,
-        help="default: what this machine runs (embedding models have their own format)",
-    )
-    pull.set_defaults(handler=_models_pull)
-
-    index = _command(
-        commands,
-        "index",
-        "index the workspace (incremental), or show its status",
-        _index,
-        json="print the result as JSON",
-    )
-    index.add_argument("--status", action="store_true", help="show files, chunks, embedder, backlog, size")
-    index.add_argument("--no-embed", action="store_true", help="parse and write only; embed later")
-
-    search = _command(commands, "search", "search the workspace index", _search, json="print results as JSON")
-    search.add_argument("query")
-    search.add_argument("-k", type=int, default=10, help="how many results (default 10)")
-    search.add_argument("--mode", choices=["hybrid", "fts", "vector"], default="hybrid")
-
-    ask = _command(
-        commands,
-        "ask",
-        "answer a question about the codebase by swarm vote",
-        _ask,
-        json="print the result as JSON",
-    )
-    ask.add_argument("question")
-    ask.add_argument("--voters", type=int, default=None, help="voters (default: settings, else what fits)")
-    ask.add_argument(
-        "--strategy",
-        choices=VOTING_STRATEGIES,
-        default=None,
-        help="voting strategy",
-    )
-    ask.add_argument("--file", default=None, help="a file the question is about (workspace-relative)")
-    ask.add_argument("--lines", default=None, help="a line range in --file, e.g. 10-40")
-    ask.add_argument("--show-candidates", action="store_true", help="print every candidate and its votes")
-
-    generate = _command(
-        commands,
-        "generate",
-        "one prompt to the configured model (no retrieval)",
-        _generate,
-        json="print candidates as JSON",
-    )
-    generate.add_argument("prompt")
-    generate.add_argument("-n", type=int, default=1, help="candidates decoded together (default 1)")
-    generate.add_argument("--max-tokens", type=int, default=128)
-    generate.add_argument("--temperature", type=float, default=None, help="0 = greedy")
-    return parser
-
-
-def _command(
-    commands: argparse._SubParsersAction,
-    name: str,
-    help: str,
-    handler: Callable[[argparse.Namespace], int],
-    *,
-    json: str | None = None,
-) -> argparse.ArgumentParser:
-    """A subcommand about a workspace (--workspace), with --json when `json` (its help) is given."""
-    parser = commands.add_parser(name, help=help)
-    parser.add_argument(
-        "--workspace", "-w", type=Path, default=None, help="workspace root (default: current folder)"
-    )
-    if json is not None:
-        parser.add_argument("--json", action="store_true", help=json)
-    parser.set_defaults(handler=handler)
-    return parser
-
-
-def _settings(args: argparse.Namespace) -> LoadedSettings:
-    return load_settings(_root(args))
-
-
-def _serve(args: argparse.Namespace) -> int:
-
-    from swarm_lsp.lsp import parse_address, serve
-
-    transport, address = "stdio", None
-    try:
-        if args.tcp:
-            transport, address = "tcp", parse_address(args.tcp)
-        elif args.ws:
-            transport, address = "ws", parse_address(args.ws)
-    except ValueError as error:
-        print(f"swarm-lsp serve: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    _configure_logging(args)
-    serve(transport, address)
-    return 0
-
-
-def _configure_logging(args: argparse.Namespace) -> None:
-    """A server's log: to --log-file (info, or debug with -v), else warnings only on stderr."""
-    import logging
-
-    level = logging.DEBUG if args.verbose else logging.INFO
-    if args.log_file is not None:
-        logging.basicConfig(filename=args.log_file, level=level, format="%(asctime)s %(name)s: %(message)s")
-    else:
-        logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.WARNING)
-
-
-def _mcp(args: argparse.Namespace) -> int:
-
-    from swarm_lsp.mcp import is_loopback, serve_http, serve_stdio
-    from swarm_lsp.tools.toolbox import Toolbox
-
-    token = args.token
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as error:
-            print(
-                f"swarm-lsp mcp: cannot read --token-file {args.token_file}: {error.strerror}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        if not token:
-            print(f"swarm-lsp mcp: --token-file {args.token_file} is empty", file=sys.stderr)
-            return EXIT_USAGE
-    if not args.http and (token or args.host != "127.0.0.1"):
-        print("swarm-lsp mcp: --host, --token and --token-file apply to --http only", file=sys.stderr)
-        return EXIT_USAGE
-    if args.http and not is_loopback(args.host) and not token:
-        print(
-            f"swarm-lsp mcp: binding {args.host} exposes the workspace tools beyond this machine; "
-            "pass --token (or --token-file) so every request must carry Authorization: Bearer <token>",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    _configure_logging(args)
-
-    async def serve() -> None:
-        workspace = _workspace(args)
-        toolbox = Toolbox(workspace, read_only=True if args.read_only else None)
-        toolbox.start()
-        try:
-            if args.http:
-                await serve_http(
-                    toolbox,
-                    host=args.host,
-                    port=args.tool_port,
-                    token=token,
-                    on_ready=lambda url: print(f"swarm-lsp MCP server at {url}", file=sys.stderr, flush=True),
-                )
-            else:
-                await serve_stdio(toolbox)
-        finally:
-            await asyncio.to_thread(toolbox.close)
-            await workspace.aclose()
-
-    try:
-        asyncio.run(serve())
-    except OSError as error:
-        print(
-            f"swarm-lsp mcp: cannot serve on {args.host}:{args.tool_port}: {error.strerror}", file=sys.stderr
-        )
-        return EXIT_FAILURE
-    return 0
-
-
-def _audit(args: argparse.Namespace) -> int:
+def audit(args: argparse.Namespace) -> int:
     from swarm_lsp.tools.audit import read_audit
     from swarm_lsp.tools.toolbox import audit_path
 
-    path = audit_path(_workspace(args))
+    path = audit_path(workspace_of(args))
     entries = [entry for entry in read_audit(path) if args.tool is None or entry.get("tool") == args.tool]
     if args.last > 0:
         entries = entries[-args.last :]
@@ -303,24 +47,21 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _doctor(args: argparse.Namespace) -> int:
-    from swarm_lsp.doctor import build_report, render_text
-    from swarm_lsp.models.discovery import discover
-    from swarm_lsp.models.hardware import detect
+def doctor(args: argparse.Namespace) -> int:
+    from swarm_lsp.doctor import diagnose, render_text
 
-    loaded = _settings(args)
-    report = build_report(loaded, detect(), discover(loaded.settings.model.search_paths))
+    report = diagnose(settings_of(args))
     print(json.dumps(report.to_dict(), indent=2) if args.json else render_text(report))
     return 0
 
 
-def _models_list(args: argparse.Namespace) -> int:
+def models_list(args: argparse.Namespace) -> int:
     from swarm_lsp.models.catalog import CATALOG
     from swarm_lsp.models.discovery import discover
     from swarm_lsp.models.embedding_catalog import EMBEDDING_CATALOG
     from swarm_lsp.models.hardware import fmt_bytes
 
-    loaded = _settings(args)
+    loaded = settings_of(args)
     local = discover(loaded.settings.model.search_paths)
     if args.json:
         catalog = [_entry_json(entry, "name family params_b context_length") for entry in CATALOG]
@@ -370,7 +111,7 @@ def _entry_json(entry: Any, fields: str, **extra: Any) -> dict[str, Any]:
     return data | {"variants": [variant.__dict__ for variant in entry.variants]}
 
 
-def _models_pull(args: argparse.Namespace) -> int:
+def models_pull(args: argparse.Namespace) -> int:
     from swarm_lsp.models.hardware import detect
     from swarm_lsp.models.pull import pull
 
@@ -380,19 +121,8 @@ def _models_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workspace(args: argparse.Namespace, loaded: LoadedSettings | None = None) -> Workspace:
-    from swarm_lsp.workspace import Workspace  # imported here to keep `--help` fast
-
-    root = _root(args)
-    return Workspace(root, loaded=loaded or load_settings(root))
-
-
-def _root(args: argparse.Namespace) -> Path:
-    return (args.workspace or Path.cwd()).resolve()
-
-
-def _index(args: argparse.Namespace) -> int:
-    with _workspace(args) as workspace:
+def index(args: argparse.Namespace) -> int:
+    with workspace_of(args) as workspace:
         if not args.status:
             unchanged = workspace.unchanged_index(embed=not args.no_embed)
             if unchanged is not None:
@@ -457,8 +187,8 @@ def _render_status(status: IndexStatus) -> str:
     return "\n".join(lines)
 
 
-def _search(args: argparse.Namespace) -> int:
-    with _workspace(args) as workspace:
+def search(args: argparse.Namespace) -> int:
+    with workspace_of(args) as workspace:
         hits = workspace.search(args.query, k=args.k, mode=args.mode)
         if args.json:
             print(json.dumps([hit.to_dict() for hit in hits], indent=2))
@@ -473,7 +203,7 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ask(args: argparse.Namespace) -> int:
+def ask(args: argparse.Namespace) -> int:
     from swarm_lsp.basics import CancellationToken
     from swarm_lsp.swarm.tasks import Task, TextRange
 
@@ -489,7 +219,7 @@ def _ask(args: argparse.Namespace) -> int:
         text_range = TextRange(int(start), int(end or start))
     task = Task(kind="ask", prompt=args.question, path=args.file, range=text_range)
     cancel = CancellationToken()
-    with _workspace(args) as workspace:
+    with workspace_of(args) as workspace:
         workspace.index(embed=False)  # a quick incremental sync; vectors fill in where they exist
         progress = _SwarmProgressLine(sys.stderr)
         try:
@@ -547,11 +277,11 @@ class _SwarmProgressLine:
             self.stream.flush()
 
 
-def _generate(args: argparse.Namespace) -> int:
+def generate(args: argparse.Namespace) -> int:
     from swarm_lsp.models.hardware import detect
     from swarm_lsp.models.select import open_backend
 
-    loaded = _settings(args)
+    loaded = settings_of(args)
     backend, run = open_backend(loaded.settings, detect())
     temperature = loaded.settings.swarm.temperature if args.temperature is None else args.temperature
     streaming = args.n == 1 and not args.json
