@@ -61,6 +61,7 @@ bench: setup
 	$(PY) bench/mcp_latency.py
 	$(PY) bench/lsp_latency.py
 	$(PY) bench/api_overhead.py
+	$(PY) bench/completion_latency.py
 
 lint: setup
 	$(VENV)/bin/ruff check swarm_lsp tests bench

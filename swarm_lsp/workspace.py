@@ -104,6 +104,7 @@ class Workspace:
         self._backend: Backend | None = None
         self._run_plan: RunPlan | None = None
         self._runner: SwarmRunner | None = None
+        self._completion_backend: Backend | None = None
         self.queue = RequestQueue(self.settings.swarm.queue_limit)
         """Requests of every door wait here for the one loaded model, in order."""
         self.activity = Activity()
@@ -281,6 +282,10 @@ class Workspace:
         """Definitions whose name or qualified name is exactly `name` ("get_json" or "Request.get_json")."""
         return self.store.find_symbol(name)
 
+    def definitions(self, names: list[str]) -> list[Symbol]:
+        """Definitions of any of `names` (exact names), in one index query."""
+        return self.store.find_symbols(names)
+
     def outline(self, path: str) -> str | None:
         """The indexed outline of a workspace-relative file; None when the file is not indexed."""
         return self.store.outline(path)
@@ -309,6 +314,26 @@ class Workspace:
                 self._backend, self._run_plan = open_backend(self.settings, detect())
             assert self._run_plan is not None
             return self._backend, self._run_plan
+
+    def completion_backend(self) -> Backend:
+        """The model for inline completion: `completion.model` when set (loaded once, beside the
+        chat model), else the chat model."""
+        name = self.settings.completion.model
+        if not name:
+            return self.open_backend()[0]
+        from swarm_lsp.models.hardware import detect
+        from swarm_lsp.models.select import open_backend
+
+        with self._lock:
+            if self._completion_backend is None:
+                path_given = name.endswith(".gguf") or "/" in name
+                model = self.settings.model.model_copy(
+                    update={"name": "auto" if path_given else name, "path": name if path_given else ""}
+                )
+                swarm = self.settings.swarm.model_copy(update={"voters": self.settings.completion.voters})
+                settings = self.settings.model_copy(update={"model": model, "swarm": swarm})
+                self._completion_backend, _plan = open_backend(settings, detect())
+            return self._completion_backend
 
     @property
     def model_loaded(self) -> bool:
@@ -468,26 +493,29 @@ class Workspace:
                 self._watcher = None
 
     def close(self) -> None:
-        """Stop the watcher and release the model, embedder and index. Call outside an event loop,
+        """Stop the watcher and release the models, embedder and index. Call outside an event loop,
         or use `aclose()` inside one."""
-        backend = self._release()
-        if backend is not None:
-            asyncio.run(backend.aclose())
+        backends = self._release()
+        if backends:
+            asyncio.run(self._close_all(backends))
 
     async def aclose(self) -> None:
-        backend = self._release()
-        if backend is not None:
+        await self._close_all(self._release())
+
+    @staticmethod
+    async def _close_all(backends: list[Backend]) -> None:
+        for backend in backends:
             await backend.aclose()
 
-    def _release(self) -> Backend | None:
+    def _release(self) -> list[Backend]:
         self.stop_watching()
         with self._lock:
             if self._opened is not None and self._opened.embedder is not None:
                 self._opened.embedder.close()
-            backend = self._backend
+            backends = [b for b in (self._backend, self._completion_backend) if b is not None]
             self._opened = None
-            self._backend = self._runner = self._run_plan = None
-            return backend
+            self._backend = self._runner = self._run_plan = self._completion_backend = None
+            return backends
 
     def __enter__(self) -> Workspace:
         return self

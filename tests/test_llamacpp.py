@@ -235,6 +235,27 @@ async def test_shared_prefix_is_reused_and_gives_the_cold_output(backend: LlamaC
     assert again[0].text == cold[0].text
 
 
+async def test_a_raw_prompt_continues_text_and_reuses_its_whole_prefix(backend: LlamaCppBackend):
+    backend.reset_cache()
+    source = CODE + "\n\ndef double(value):\n    return value *"
+
+    def raw(text: str) -> GenerationRequest:
+        return GenerationRequest(
+            messages=[], prompt=text, sampling=GREEDY, max_tokens=6, stop=["\n"], reuse_whole_prefix=True
+        )
+
+    [first] = await backend.generate(raw(source))
+    assert first.finish_reason in ("stop", "length")
+    assert first.prompt_tokens == len(backend.request_tokens(raw(source)))  # no chat template around it
+    # One more character typed: everything but the prompt's last token comes from the cache.
+    [typed] = await backend.generate(raw(source + " 2"))
+    stats = backend.last_stats
+    assert stats is not None and stats.evaluated_prompt_tokens <= 2
+    assert stats.reused_tokens == stats.prompt_tokens - stats.evaluated_prompt_tokens
+    assert typed.text is not None
+    assert backend.info.fim is None  # the bundled GGUF declares no fill-in-the-middle tokens
+
+
 async def test_prompt_lookup_gives_the_plain_greedy_output(backend: LlamaCppBackend):
     plain = await backend.generate(request(REWRITE, max_tokens=80))
 

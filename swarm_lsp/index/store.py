@@ -436,6 +436,11 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
         """Definitions whose name or qualified name is exactly `name` ("get_json" or "Request.get_json")."""
         return self._symbols((col("name") == lit(name)) | (col("qualified_name") == lit(name)))
 
+    def find_symbols(self, names: Sequence[str]) -> list[Symbol]:
+        """Definitions named by any of `names` (exact names), in one query."""
+        names = [name for name in dict.fromkeys(names) if name]
+        return self._symbols(col("name").isin(names)) if names else []
+
     def definition_chunks(self, names: Sequence[str], limit: int = 50) -> list[ChunkHit]:
         """The chunks that define any of `names` (a name or a qualified name: "get_json",
         "Request.get_json"), at most `limit`, scored 0 (ranking gives them their weight)."""

@@ -93,6 +93,15 @@ def create_server() -> SwarmServer:
             return actions.command_action(action)
         return await ls.resolve(action, request)
 
+    # -------------------------------------------------------------- inline completion
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    @answers_errors
+    async def inline_completion(
+        ls: SwarmServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList | None:
+        return await ls.inline.answer(ls.session, params)
+
     # ----------------------------------------------------------------- commands
 
     # The task commands: each parses its arguments into a core request and runs it.

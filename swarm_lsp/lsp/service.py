@@ -36,6 +36,7 @@ from swarm_lsp.codebase import explain_codebase_task, refactor_codebase
 from swarm_lsp.config import ConfigError
 from swarm_lsp.lsp import render
 from swarm_lsp.lsp.actions import ContentModified, Request, build_task
+from swarm_lsp.lsp.inline import InlineCompletions
 from swarm_lsp.lsp.progress import Job, Jobs, Progress
 from swarm_lsp.lsp.protocol import SwarmProtocol, current_command
 from swarm_lsp.lsp.session import CONFIG_SECTION, Folder, Session, Target, merge_options
@@ -113,6 +114,7 @@ class SwarmServer(LanguageServer):
         )
         self.session = Session()
         self.jobs = Jobs()
+        self.inline = InlineCompletions()
         self._buffer_timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Future[Any]] = set()
         self._serving = False
@@ -391,6 +393,7 @@ class SwarmServer(LanguageServer):
             "positionEncoding": self.session.encoding,
             "openDocuments": len(self.session.documents),
             "running": self.jobs.titles(),
+            "inlineCompletion": self.inline.counts(),
             "folders": reports,
         }
 

@@ -93,14 +93,23 @@ class GenerationRequest:
     """Seconds from the start of generate(); past it, decoding stops and GenerationTimeout is raised."""
     prompt_lookup: bool = False
     """Prompt-lookup speculative decoding: draft tokens by matching n-grams of the output in the prompt."""
+    reuse_whole_prefix: bool = False
+    """Reuse the cached prompt up to the new prompt's last token, where by default the last 64 are
+    evaluated again so the result is bit-for-bit that of a cold run. For inline completion, where a
+    keystroke adds a few tokens and latency matters more than the last bits of the logits."""
+    prompt: str | None = None
+    """Raw text the model continues as it is, without the chat template (code completion and
+    fill-in-the-middle); `messages` is then left empty. Special-token text (FIM markers) is parsed."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if not self.messages:
-            raise ValueError("a generation request needs at least one message")
+        if not self.messages and self.prompt is None:
+            raise ValueError("a generation request needs at least one message, or a raw prompt")
+        if self.messages and self.prompt is not None:
+            raise ValueError("a generation request takes messages or a raw prompt, not both")
         if not isinstance(self.sampling, Sampling) and len(self.sampling) != self.n:
             raise ValueError(f"got {len(self.sampling)} sampling settings for n={self.n} candidates")
 
@@ -147,6 +156,9 @@ class BackendInfo:
     context_length: int
     max_parallel: int
     detail: str = ""
+    fim: tuple[str, str, str] | None = None
+    """The model's fill-in-the-middle markers (prefix, suffix, middle) when its tokenizer declares
+    them; a raw prompt `pre + before + suf + after + mid` then asks for the text between."""
 
 
 @runtime_checkable

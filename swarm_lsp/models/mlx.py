@@ -304,7 +304,7 @@ class MLXBackend:
             raise BackendUnavailable("this MLX backend has been closed; create a new one")
         deadline = Deadline(request.timeout)
         started = time.monotonic()
-        prompt = self._prompt_tokens(request.messages)
+        prompt = self._request_tokens(request)
         self._check_fits(len(prompt), request.max_tokens)
         return await run_cancellable(
             lambda token: self._decode(request, prompt, token, deadline, started), request.cancel
@@ -327,6 +327,15 @@ class MLXBackend:
             self._mlx.core.clear_cache()
 
     # --- prompt ---
+
+    def _request_tokens(self, request: GenerationRequest) -> list[int]:
+        """The prompt as tokens: a raw prompt as it is, messages through the chat template."""
+        if request.prompt is not None:
+            tokens = list(self._tokenizer.encode(request.prompt))
+            if not tokens:
+                raise ModelError("the raw prompt is empty")
+            return tokens
+        return self._prompt_tokens(request.messages)
 
     def _prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
         tokenizer = self._tokenizer

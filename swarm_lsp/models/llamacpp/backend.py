@@ -80,6 +80,7 @@ from swarm_lsp.models.llamacpp.native import (
     default_thread_count,
     eog_ban_sampler,
     eog_tokens,
+    fim_markers,
     load_model,
     native_log,
     new_sampler,
@@ -164,6 +165,7 @@ class LlamaCppBackend:
             self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
             self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
             self._formatter = chat_formatter(self._model, self._vocab)
+            self._fim = fim_markers(self._vocab)
             self._ctx = self._create_context()
             self._memory = llama_cpp.llama_get_memory(self._ctx)
             self.kv_cells = llama_cpp.llama_n_ctx(self._ctx)
@@ -193,6 +195,7 @@ class LlamaCppBackend:
                 f"{self.model_path}; trained context {self.n_ctx_train}; {self.kv_cells} KV cells; "
                 f"{self.n_threads} threads"
             ),
+            fim=self._fim,
         )
 
     @property
@@ -239,8 +242,16 @@ class LlamaCppBackend:
             ) from error
         return rendered.prompt
 
+    def request_tokens(self, request: GenerationRequest) -> list[int]:
+        """The prompt of `request` as tokens: its raw text, or its messages in the chat template."""
+        if request.prompt is not None:
+            return self._with_bos(self.tokenize(request.prompt, special=True))
+        return self.prompt_tokens(request.messages)
+
     def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
-        tokens = self.tokenize(self.render_prompt(messages), special=True)
+        return self._with_bos(self.tokenize(self.render_prompt(messages), special=True))
+
+    def _with_bos(self, tokens: list[int]) -> list[int]:
         bos = llama_cpp.llama_vocab_bos(self._vocab)
         if llama_cpp.llama_vocab_get_add_bos(self._vocab) and bos >= 0 and tokens[:1] != [bos]:
             tokens.insert(0, bos)
@@ -326,7 +337,7 @@ class LlamaCppBackend:
             try:
                 # Tokenize under the lock too: close() may free the vocabulary meanwhile.
                 self._ensure_open()
-                job.prompt = self.prompt_tokens(request.messages)
+                job.prompt = self.request_tokens(request)
                 job.stats.prompt_tokens = len(job.prompt)
                 self._check_fits(len(job.prompt), request.max_tokens)
                 self._run_waves(job)

@@ -41,7 +41,7 @@ class PromptCache:
         """
         batch = self._batch
         prompt = job.prompt
-        reused = self.trim(self._reusable_prefix(prompt))
+        reused = self.trim(self._reusable_prefix(prompt, whole=job.request.reuse_whole_prefix))
         if job.stats.waves <= 1:
             job.stats.reused_tokens = reused
         started = time.perf_counter()
@@ -63,7 +63,7 @@ class PromptCache:
         job.stats.prefill_s += time.perf_counter() - started
         return row
 
-    def _reusable_prefix(self, prompt: list[int]) -> int:
+    def _reusable_prefix(self, prompt: list[int], *, whole: bool = False) -> int:
         """How much of the cached prompt to keep so the result is exactly that of a cold run.
 
         ggml's CPU flash attention computes a ubatch of 64 or more tokens with a tiled kernel whose
@@ -71,9 +71,12 @@ class PromptCache:
         evaluated in chunks of at least 64 tokens (see _prefill_chunks), and reuse keeps that
         true: a cached prefix shorter than 64 tokens came from a small chunk and is not reused,
         and at least the last 64 prompt tokens are evaluated again (which also yields the logits
-        of the last token for the first sample).
+        of the last token for the first sample). `whole` (the request's `reuse_whole_prefix`) keeps
+        everything but the last token instead.
         """
         common = self._common_prefix(prompt)
+        if whole:  # the request gave up exactness for speed: keep all but the last token
+            return max(0, min(common, len(prompt) - 1))
         if common < TILED_UBATCH_MIN_TOKENS:
             return 0
         return max(0, min(common, len(prompt) - TILED_UBATCH_MIN_TOKENS))

@@ -224,14 +224,29 @@ def decode(ctx: int, batch: Batch, kv_cells: int) -> None:
     raise ModelError(f"llama_decode failed with status {status} (llama.cpp: {errors})")
 
 
-def token_piece(vocab: int, token: int) -> bytes:
-    """The bytes of one token (a piece of a UTF-8 character, possibly)."""
+def token_piece(vocab: int, token: int, *, special: bool = False) -> bytes:
+    """The bytes of one token (a piece of a UTF-8 character, possibly); `special` renders control
+    tokens as their text (`<fim_prefix>`) instead of nothing."""
     buffer = ctypes.create_string_buffer(64)
-    size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, special)
     if size < 0:
         buffer = ctypes.create_string_buffer(-size)
-        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, special)
     return buffer.raw[: max(0, size)]
+
+
+def fim_markers(vocab: int) -> tuple[str, str, str] | None:
+    """The vocabulary's fill-in-the-middle tokens (prefix, suffix, middle) as text, when the GGUF
+    declares all three."""
+    ids = [
+        llama_cpp.llama_vocab_fim_pre(vocab),
+        llama_cpp.llama_vocab_fim_suf(vocab),
+        llama_cpp.llama_vocab_fim_mid(vocab),
+    ]
+    if any(token < 0 for token in ids):
+        return None
+    pre, suf, mid = (token_piece(vocab, token, special=True).decode("utf-8", "replace") for token in ids)
+    return (pre, suf, mid) if pre and suf and mid else None
 
 
 # --- sampling --------------------------------------------------------------------------------

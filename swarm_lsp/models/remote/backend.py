@@ -236,7 +236,8 @@ class RemoteBackend:
     ) -> None:
         """Stream one chat completion; choice i of the answer feeds targets[i]."""
         async with self._slots:
-            response = await self._send("POST", "chat/completions", payload=payload, stream=True)
+            endpoint = "completions" if "prompt" in payload else "chat/completions"
+            response = await self._send("POST", endpoint, payload=payload, stream=True)
             broken: ModelError | None = None
             complete = False
             try:
@@ -496,12 +497,12 @@ async def _stop(work: asyncio.Future[None]) -> None:
 
 
 def _common_payload(request: GenerationRequest, model: str) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-        "max_tokens": request.max_tokens,
-        "stream": True,
-    }
+    """A raw prompt goes to /completions as `prompt`; messages to /chat/completions."""
+    payload: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens, "stream": True}
+    if request.prompt is not None:
+        payload["prompt"] = request.prompt
+    else:
+        payload["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
     if request.stop:
         payload["stop"] = list(request.stop)
     return payload

@@ -88,7 +88,7 @@ def apply_chunk(
         draft = targets[position]
         draft.seen = True
         delta = choice.get("delta") or choice.get("message") or {}
-        text = delta.get("content") or ""
+        text = delta.get("content") or choice.get("text") or ""  # chat, or a raw /completions prompt
         if text:
             draft.add(text)
             if on_token is not None:

@@ -121,10 +121,43 @@ local function user_commands()
   end, { desc = 'swarm-lsp: index, settings and running requests' })
 end
 
---- Configure and enable the server. `opts` is merged into the vim.lsp.config of 'swarm_lsp'.
----@param opts? vim.lsp.Config
+--- Ghost text from the server (textDocument/inlineCompletion) in the buffers it attaches to, on
+--- Neovim 0.12+ (vim.lsp.inline_completion). Accept with `vim.lsp.inline_completion.get()`, mapped
+--- to <Tab> in insert mode unless `inline_completion_key` says otherwise (false: no mapping).
+local function enable_inline_completion(key)
+  if not (vim.lsp.inline_completion and vim.lsp.inline_completion.enable) then
+    return
+  end
+  vim.api.nvim_create_autocmd('LspAttach', {
+    group = vim.api.nvim_create_augroup('swarm_lsp_inline', { clear = true }),
+    callback = function(event)
+      local client = vim.lsp.get_client_by_id(event.data.client_id)
+      if not client or client.name ~= NAME then
+        return
+      end
+      vim.lsp.inline_completion.enable(true, { bufnr = event.buf })
+      if key then
+        vim.keymap.set('i', key, function()
+          if not vim.lsp.inline_completion.get() then
+            return key
+          end
+        end, { buffer = event.buf, expr = true, desc = 'swarm-lsp: accept the inline completion' })
+      end
+    end,
+  })
+end
+
+--- Configure and enable the server. `opts` is merged into the vim.lsp.config of 'swarm_lsp', except
+--- `inline_completion` (default true: ghost text on Neovim 0.12+) and `inline_completion_key`
+--- (default '<Tab>'; false maps nothing).
+---@param opts? vim.lsp.Config|{inline_completion?: boolean, inline_completion_key?: string|false}
 function M.setup(opts)
   opts = opts or {}
+  local inline, key = opts.inline_completion, opts.inline_completion_key
+  opts.inline_completion, opts.inline_completion_key = nil, nil
+  if inline ~= false then
+    enable_inline_completion(key == nil and '<Tab>' or key)
+  end
   opts.handlers = vim.tbl_extend('keep', opts.handlers or {}, { ['swarm/chatChunk'] = show_chunk })
   vim.lsp.config(NAME, opts)
   vim.lsp.commands['swarm.refactor'] = prompting('instruction', 'Refactor: ')
