@@ -39,13 +39,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _lsp_client import BenchClient
 from _projects import load_average, machine_line, project_source, scratch_dir
 from lsprotocol import types
-from pygls.lsp.client import LanguageClient
 from pygls.uris import from_fs_path
 
 GOAL_P50_MS = 300.0
@@ -115,39 +114,15 @@ def choose_positions(root: Path, count: int, typed: int, seed: int, per_file: in
     return chosen[:count]
 
 
-class Editor:
+class Editor(BenchClient):
+    CAPABILITIES = types.ClientCapabilities(
+        window=types.WindowClientCapabilities(work_done_progress=True),
+        general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf16]),
+    )
+
     def __init__(self, label: str) -> None:
+        super().__init__("swarm-lsp-completion-bench")
         self.label = label
-        self.lsp = LanguageClient("swarm-lsp-completion-bench", "1")
-        self.indexed = asyncio.Event()
-        self.index_tokens: set[Any] = set()
-
-        @self.lsp.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
-        def create(ls: LanguageClient, params: types.WorkDoneProgressCreateParams) -> None:
-            return None
-
-        @self.lsp.feature(types.PROGRESS)
-        def progress(ls: LanguageClient, params: Any) -> None:
-            value = params.value
-            kind = getattr(value, "kind", None) or (value.get("kind") if isinstance(value, dict) else None)
-            title = getattr(value, "title", None) or (value.get("title") if isinstance(value, dict) else "")
-            if kind == "begin" and "indexing" in (title or ""):
-                self.index_tokens.add(params.token)
-            if kind == "end" and params.token in self.index_tokens:
-                self.indexed.set()
-
-    async def start(self, root: Path, env: dict[str, str]) -> None:
-        await self.lsp.start_io(sys.executable, "-m", "swarm_lsp", "serve", env=env)
-        folder = types.WorkspaceFolder(uri=from_fs_path(str(root)), name="bench")
-        capabilities = types.ClientCapabilities(
-            window=types.WindowClientCapabilities(work_done_progress=True),
-            general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf16]),
-        )
-        await self.lsp.initialize_async(
-            types.InitializeParams(capabilities=capabilities, workspace_folders=[folder], root_uri=folder.uri)
-        )
-        self.lsp.initialized(types.InitializedParams())
-        await asyncio.wait_for(self.indexed.wait(), 600)
 
     async def counts(self) -> dict[str, int]:
         """The server's inline completion counters (swarm.status)."""
@@ -156,11 +131,6 @@ class Editor:
         )
         counts = status["inlineCompletion"] if isinstance(status, dict) else status.inlineCompletion
         return dict(counts) if isinstance(counts, dict) else counts._asdict()
-
-    async def stop(self) -> None:
-        await self.lsp.shutdown_async(None)
-        self.lsp.exit(None)
-        await self.lsp.stop()
 
     async def request(self, uri: str, line: int, character: int) -> tuple[float, str | None]:
         started = time.perf_counter()
@@ -302,7 +272,9 @@ async def main() -> None:
     measured = {}
     for number, (label, settings) in enumerate(SERVERS.items()):
         editor = Editor(label)
-        await editor.start(root, env_for(scratch, str(number), settings, model_path(args.model)))
+        await editor.start(
+            root, env_for(scratch, str(number), settings, model_path(args.model)), editor.CAPABILITIES
+        )
         timing = (args.typed, args.typed_after, args.interval_ms / 1000)
         await replay(editor, root, warm_up, *timing)  # loads the model
         measured[label] = await replay(editor, root, positions, *timing)

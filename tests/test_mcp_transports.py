@@ -7,11 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from server_processes import serving
 from test_mcp_support import FILES, Elicitor, text, write_tree
 
 pytestmark = pytest.mark.slow
@@ -43,38 +42,9 @@ def workspace(tmp_path) -> tuple[Path, dict[str, str]]:
 @contextlib.contextmanager
 def http_server(args: list[str], env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
     """Run `swarm-lsp mcp --http ...`; yields its URL (from its stderr) and its stderr lines so far."""
-    process = subprocess.Popen(
-        [SWARM_LSP, "mcp", "--http", "--tool-port", "0", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.append(line)
-            if "MCP server at" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        assert ready.wait(60), "the server did not start"
-        match = next((re.search(r"(http://\S+)", line) for line in lines if "MCP server at" in line), None)
-        assert match is not None, "".join(lines)
-        yield match.group(1), lines
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    command = [SWARM_LSP, "mcp", "--http", "--tool-port", "0", *args]
+    with serving(command, env, "MCP server at", timeout=60) as server:
+        yield server.url, server.lines
 
 
 # ------------------------------------------------------------------------------------------ stdio

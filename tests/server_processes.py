@@ -1,9 +1,10 @@
-"""A real `swarm-lsp api` process for the HTTP API and dashboard tests.
+"""Real swarm-lsp server processes for the tests: a command started, its URL read from its stderr.
 
-`api_server(root, env, *args)` starts `swarm-lsp api --workspace ROOT --port 0 ARGS`, waits for the
-line it prints once it listens ("swarm-lsp API at http://..."), yields its base URL and its stderr
-lines, and stops it afterwards. `api_env(tmp_path)` is an environment with the bundled model, a small
-swarm and a cache folder of the test's own.
+`serving(command, env, ready_text)` starts `command`, waits for the stderr line holding `ready_text`
+and a URL, yields a `ServerProcess` (the URL, the process, its stderr lines so far) and stops it.
+`api_server(root, env, *args)` does so for `swarm-lsp api --workspace ROOT --port 0 ARGS`;
+`api_env(tmp_path)` is an environment with the bundled model, a small swarm and a cache folder of the
+test's own.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def api_env(tmp_path: Path, **settings: str) -> dict[str, str]:
 
 
 @dataclass
-class ApiProcess:
+class ServerProcess:
     url: str
     process: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
@@ -73,9 +74,11 @@ class ApiProcess:
 
 
 @contextlib.contextmanager
-def api_server(root: Path, env: dict[str, str], *args: str, timeout: float = 90) -> Iterator[ApiProcess]:
+def serving(
+    command: list[str], env: dict[str, str], ready_text: str, *, timeout: float = 90
+) -> Iterator[ServerProcess]:
     process = subprocess.Popen(
-        [SWARM_LSP, "api", "--workspace", str(root), "--port", "0", *args],
+        command,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -89,16 +92,16 @@ def api_server(root: Path, env: dict[str, str], *args: str, timeout: float = 90)
         assert process.stderr is not None
         for line in process.stderr:
             lines.append(line)
-            if READY_LINE in line:
+            if ready_text in line:
                 ready.set()
         ready.set()
 
     threading.Thread(target=drain, daemon=True).start()
     try:
-        assert ready.wait(timeout), "swarm-lsp api did not start:\n" + "".join(lines)
-        match = next((re.search(r"(http://\S+)", line) for line in lines if READY_LINE in line), None)
-        assert match is not None, "swarm-lsp api exited:\n" + "".join(lines)
-        yield ApiProcess(match.group(1).rstrip("/"), process, lines)
+        assert ready.wait(timeout), f"{command[1]} did not start:\n" + "".join(lines)
+        match = next((re.search(r"(http://\S+)", line) for line in lines if ready_text in line), None)
+        assert match is not None, f"{command[1]} exited:\n" + "".join(lines)
+        yield ServerProcess(match.group(1).rstrip("/"), process, lines)
     finally:
         process.terminate()
         try:
@@ -106,3 +109,11 @@ def api_server(root: Path, env: dict[str, str], *args: str, timeout: float = 90)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def api_server(
+    root: Path, env: dict[str, str], *args: str, timeout: float = 90
+) -> contextlib.AbstractContextManager[ServerProcess]:
+    """`swarm-lsp api` on a free loopback port for the workspace `root`."""
+    command = [SWARM_LSP, "api", "--workspace", str(root), "--port", "0", *args]
+    return serving(command, env, READY_LINE, timeout=timeout)
