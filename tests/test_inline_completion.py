@@ -148,3 +148,35 @@ async def test_a_cancelled_completion_stops_decoding_and_answers_nothing(tmp_pat
         assert after is None or after.text.strip()  # the model answers again after a cancellation
     finally:
         await workspace.aclose()
+
+
+async def test_a_model_that_cannot_load_is_told_once_and_typing_goes_on(
+    repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    client = make_test_lsp_client()
+    editor = Editor(client, repo)
+    env = server_env(tmp_path_factory.mktemp("data")) | {
+        "SWARM_LSP_COMPLETION__MODEL": str(repo / "missing" / "model.gguf"),
+        "SWARM_LSP_COMPLETION__DEBOUNCE_MS": "0",
+    }
+    await client.start_io(sys.executable, "-m", "swarm_lsp", "serve", env=env)
+    folder = types.WorkspaceFolder(uri=from_fs_path(str(repo)), name="completion")
+    await client.initialize_session(
+        types.InitializeParams(
+            capabilities=client_capabilities("visual-studio-code"),
+            root_uri=folder.uri,
+            workspace_folders=[folder],
+        )
+    )
+    try:
+        uri = editor.open("pkg/use.py")
+        cursor = end_of(editor, uri, 6)
+        first = await inline(editor, uri, cursor.line, cursor.character)
+        second = await inline(editor, uri, cursor.line, cursor.character)
+        told = [m for m in client.messages if "no inline completion" in m.message]
+    finally:
+        await client.shutdown_session()
+        await client.stop()
+    assert first is None and second is None
+    assert len(told) == 1 and "model.gguf" in told[0].message
+    assert told[0].type == types.MessageType.Warning

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +33,8 @@ from swarm_lsp.swarm.queue import QueueFull
 from swarm_lsp.swarm.runner import GenerationOptions, SwarmResult
 from swarm_lsp.swarm.tasks import Message, Task
 
+log = logging.getLogger(__name__)
+
 PROGRESS_EVERY_S = 0.5
 STREAM_PIECE_CHARS = 48
 """The answer is sent in pieces of about this many characters, split at spaces."""
@@ -46,7 +49,10 @@ async def chat_completions(request: Request) -> Response:
         raise ApiError(503, f"the model could not be loaded: {state.model_error}", code="model_unavailable")
     workspace = state.workspace
     if grounded:
-        await state.upkeep.ensure()  # the first sync: a grounded answer needs the index
+        try:
+            await state.upkeep.ensure()  # the first sync: a grounded answer needs the index
+        except Exception as error:  # answer from what is indexed; /api/status shows the failure
+            log.warning("the index could not be brought up to date: %s", error)
     try:
         workspace.queue.check()
         default_voters = await asyncio.to_thread(lambda: workspace.runner.voters)

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from lsprotocol import types
 
-from swarm_lsp.basics import CancellationToken
+from swarm_lsp.basics import CancellationToken, SwarmLspError
 from swarm_lsp.completion import Completer
 from swarm_lsp.lsp.session import Session
+
+log = logging.getLogger(__name__)
 
 
 class InlineCompletions:
@@ -26,6 +30,7 @@ class InlineCompletions:
         self._newest: dict[str, int] = {}
         self._running: dict[str, CancellationToken] = {}
         self._numbers = itertools.count(1)
+        self._told: set[str] = set()
         self.requests = 0
         self.answered = 0
         self.served_from_cache = 0
@@ -42,8 +47,10 @@ class InlineCompletions:
         }
 
     async def answer(
-        self, session: Session, params: types.InlineCompletionParams
+        self, session: Session, params: types.InlineCompletionParams, tell: Callable[[str], None]
     ) -> types.InlineCompletionList | None:
+        """The suggestion at the cursor, or None. A failure of the model (missing, does not fit) is
+        told once through `tell` and answers None: it must not interrupt every keystroke."""
         uri = params.text_document.uri
         target = session.target(uri)  # ValueError (-32602) outside the workspace folders
         workspace = target.workspace
@@ -73,6 +80,12 @@ class InlineCompletions:
         except asyncio.CancelledError:
             cancel.cancel()
             raise
+        except SwarmLspError as error:
+            if str(error) not in self._told:
+                self._told.add(str(error))
+                tell(f"swarm-lsp: no inline completion: {error}")
+            log.warning("inline completion failed: %s", error)
+            return None
         finally:
             if self._running.get(uri) is cancel:
                 del self._running[uri]

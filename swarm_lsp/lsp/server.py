@@ -100,7 +100,9 @@ def create_server() -> SwarmServer:
     async def inline_completion(
         ls: SwarmServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList | None:
-        return await ls.inline.answer(ls.session, params)
+        return await ls.inline.answer(
+            ls.session, params, lambda message: ls.tell(message, types.MessageType.Warning)
+        )
 
     # ----------------------------------------------------------------- commands
 
