@@ -385,7 +385,8 @@ def _lookup(values: Any, location: list[str]) -> Any:
     return values
 
 
-def _section_fields(section: str) -> dict[str, Any] | None:
+def section_fields(section: str) -> dict[str, Any] | None:
+    """The fields of a settings section (`swarm`, `index`...), None for an unknown section."""
     info = Settings.model_fields.get(section)
     if info is None or info.annotation is None:
         return None
@@ -393,7 +394,7 @@ def _section_fields(section: str) -> dict[str, Any] | None:
 
 
 def _allowed(location: list[str]) -> str:
-    fields = _section_fields(location[0])
+    fields = section_fields(location[0])
     if fields is None or len(location) < 2 or location[1] not in fields:
         return "see docs/configuration.md"
     return fields[location[1]].description or "see docs/configuration.md"
@@ -405,7 +406,7 @@ def _suggest(location: list[str]) -> str:
         guess = difflib.get_close_matches(location[0], known, n=1)
         hint = f"Did you mean [{guess[0]}]? " if guess else ""
         return f"{hint}Known sections: {', '.join(known)}."
-    fields = _section_fields(location[0]) or {}
+    fields = section_fields(location[0]) or {}
     guess = difflib.get_close_matches(location[1], list(fields), n=1)
     hint = f"Did you mean '{location[0]}.{guess[0]}'? " if guess else ""
     return f"{hint}Known keys in [{location[0]}]: {', '.join(fields)}."

@@ -26,6 +26,7 @@ from swarm_lsp.config import (
     Settings,
     load_settings,
     parse_setting_text,
+    section_fields,
     validate_file_values,
 )
 from swarm_lsp.redaction import REDACTED, is_secret_key
@@ -87,7 +88,7 @@ def set_workspace_setting(root: Path, key: str, value: Any) -> SettingWritten:
     typed it (7, true, "text", ["a", "b"]). Raises SettingRefused, writing nothing, when the key is
     unknown or secret, the value invalid, or the file unreadable."""
     section, _, name = key.partition(".")
-    fields = _fields(section)
+    fields = section_fields(section)
     if fields is None or name not in fields:
         raise SettingRefused(f"unknown setting '{key}'; the known ones are listed by GET /api/settings", key)
     if is_secret_key(name):
@@ -120,13 +121,6 @@ def set_workspace_setting(root: Path, key: str, value: Any) -> SettingWritten:
     applies = "now" if key.startswith(APPLIES_NOW) else "restart"
     effective = getattr(getattr(loaded.settings, section), name)
     return SettingWritten(key, effective, parsed, path, applies, warning, loaded)
-
-
-def _fields(section: str) -> dict[str, Any] | None:
-    info = Settings.model_fields.get(section)
-    if info is None or info.annotation is None:
-        return None
-    return info.annotation.model_fields  # type: ignore[union-attr]
 
 
 def _overrides_file(source: str) -> bool:

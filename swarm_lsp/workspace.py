@@ -24,7 +24,7 @@ from swarm_lsp.index.ignore import IgnoreRules, Skipped, workspace_rules
 from swarm_lsp.index.plan import SyncReport
 from swarm_lsp.progress import ProgressCallback
 from swarm_lsp.swarm.activity import Activity
-from swarm_lsp.swarm.queue import RequestQueue
+from swarm_lsp.swarm.queue import QueueFull, RequestQueue
 
 # The index store, indexer, watcher and retriever import lancedb (over a second to load): they are
 # imported when the index is first opened, so a no-change check or a settings read stays fast.
@@ -378,7 +378,6 @@ class Workspace:
         Requests wait their turn for the model (`queue`; QueueFull when too many wait) and are
         recorded in `activity` under `door` and `model_label` (what the client asked for)."""
         from swarm_lsp.swarm.engine import Cancelled
-        from swarm_lsp.swarm.queue import QueueFull
 
         task.validate()
         planned = voters or self.settings.swarm.voters or (self._run_plan.voters if self._run_plan else 0)

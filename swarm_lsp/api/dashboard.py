@@ -80,6 +80,15 @@ async def server_status(state: ApiState) -> dict[str, Any]:
     }
 
 
+async def shared_status(state: ApiState, max_age_s: float) -> dict[str, Any]:
+    """The status for the event feeds: made at most once per `max_age_s` however many pages are
+    open (each one would otherwise read the index's counts every second)."""
+    loop = asyncio.get_running_loop()
+    if state.status is None or loop.time() - state.status[0] >= max_age_s:
+        state.status = (loop.time(), await server_status(state))
+    return state.status[1]
+
+
 async def requests(request: Request) -> Response:
     state: ApiState = request.app.state.api
     return JSONResponse({"requests": state.workspace.activity.snapshot()})

@@ -18,7 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from swarm_lsp.api.dashboard import server_status
+from swarm_lsp.api.dashboard import shared_status
 from swarm_lsp.api.state import ApiState
 
 STATUS_EVERY_S = 1.0
@@ -56,7 +56,7 @@ async def _feed(state: ApiState) -> AsyncIterator[str]:
             now = loop.time()
             if now - last_status >= STATUS_EVERY_S:
                 last_status = last_sent = now
-                yield _event("status", await server_status(state))
+                yield _event("status", await shared_status(state, STATUS_EVERY_S / 2))
                 size = _size(state)
                 if size != audit_size:
                     grew, audit_size = size - audit_size, size

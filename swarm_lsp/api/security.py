@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 
-from swarm_lsp.sockets import WILDCARD_ADDRESSES, is_loopback
+from swarm_lsp.sockets import WILDCARD_ADDRESSES
 
 PUBLIC_PATHS = ("/", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/",)
@@ -128,7 +128,3 @@ class Guard:
             return False
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         return parsed.hostname.lower() in self.hosts and port == self.port
-
-
-def needs_token(host: str) -> bool:
-    return not is_loopback(host)

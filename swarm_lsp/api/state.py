@@ -24,3 +24,5 @@ class ApiState:
     """Why the model could not be loaded (every chat request answers 503 with it)."""
     doctor: tuple[float, dict[str, Any]] | None = None
     """The last doctor report and when it was made (it is kept for a few seconds)."""
+    status: tuple[float, dict[str, Any]] | None = None
+    """The last status sent to the event feeds and when it was made (shared by every open page)."""

@@ -168,7 +168,6 @@ class Activity:
         record.finished_at = time.time()
         winner = result.get("winner")
         candidates = result.get("candidates") or []
-        record.temperatures = [candidate["temperature"] for candidate in candidates]
         for candidate in candidates:
             index = candidate["index"]
             if index < len(record.voter_tokens) and candidate.get("completion_tokens"):
