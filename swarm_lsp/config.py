@@ -180,6 +180,46 @@ class ToolSettings(_Section):
     cache_entries: int = Field(512, ge=0, le=1_000_000, description="read results kept in memory; 0 = none")
 
 
+class FederationSettings(_Section):
+    """A swarm spread over several machines: docs/federation.md. Off, nothing leaves this machine."""
+
+    enabled: bool = Field(False, description="true or false: use peers' voters and answer peers' requests")
+    secret: str = Field(
+        "",
+        description="the shared federation secret; a peer is trusted only when it proves it holds the "
+        "same one (set it in the user file or SWARM_LSP_FEDERATION__SECRET, never in the workspace)",
+    )
+    mdns: bool = Field(True, description="true or false: announce and find peers over mDNS (zeroconf)")
+    beacon: bool = Field(
+        True, description="true or false: a UDP broadcast beacon for networks that filter mDNS"
+    )
+    beacon_port: int = Field(17617, ge=1, le=65535, description="the UDP port of the beacon, 1 to 65535")
+    beacon_address: str = Field(
+        "",
+        description="where the beacon is sent; empty: 127.255.255.255 when the API listens on "
+        "loopback, else 255.255.255.255",
+    )
+    interfaces: list[str] = Field(
+        default_factory=list,
+        description="addresses to announce and browse on; empty: the API's bind address (all "
+        "interfaces when it binds 0.0.0.0), loopback otherwise",
+    )
+    health_interval: float = Field(5.0, gt=0, le=3600, description="seconds between a peer's health checks")
+    failures_to_open: int = Field(
+        3, ge=1, le=100, description="failures in a row after which a peer is left out (circuit open)"
+    )
+    open_seconds: float = Field(
+        30.0, gt=0, le=3600, description="seconds a failing peer is left out before it is tried again"
+    )
+    gone_after: float = Field(
+        120.0, gt=0, le=86_400, description="seconds a found peer may be down or silent before it is gone"
+    )
+    local_voters: bool = Field(True, description="true or false: this machine's model votes too")
+    request_timeout: float = Field(
+        120.0, gt=0, le=3600, description="seconds a peer may take to answer its voters"
+    )
+
+
 class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
@@ -187,6 +227,7 @@ class Settings(_Section):
     index: IndexSettings = Field(default_factory=IndexSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
+    federation: FederationSettings = Field(default_factory=FederationSettings)
 
 
 @dataclass

@@ -63,3 +63,14 @@ async def serve_asgi(
             await server.serve(sockets=[sock])
         finally:
             group.cancel_scope.cancel()
+
+
+def primary_address() -> str:
+    """This machine's IPv4 address on its default route (what other machines reach it at); loopback
+    when it has none. Connecting a UDP socket sends nothing."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere real
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

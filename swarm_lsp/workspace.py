@@ -30,6 +30,7 @@ from swarm_lsp.swarm.queue import QueueFull, RequestQueue
 # imported when the index is first opened, so a no-change check or a settings read stays fast.
 if TYPE_CHECKING:
     from swarm_lsp.code.symbols import Symbol
+    from swarm_lsp.federation.federation import Federation
     from swarm_lsp.index.indexer import Indexer
     from swarm_lsp.index.ranking import RankingRules
     from swarm_lsp.index.records import Chunk
@@ -105,6 +106,7 @@ class Workspace:
         self._run_plan: RunPlan | None = None
         self._runner: SwarmRunner | None = None
         self._completion_backend: Backend | None = None
+        self._federation: Federation | None = None
         self.queue = RequestQueue(self.settings.swarm.queue_limit)
         """Requests of every door wait here for the one loaded model, in order."""
         self.activity = Activity()
@@ -341,12 +343,28 @@ class Workspace:
         return self._backend is not None
 
     @property
+    def federation(self) -> Federation | None:
+        """This machine's peers when `federation.enabled` (None otherwise: nothing leaves the machine)."""
+        settings = self.settings.federation
+        if not settings.enabled:
+            return None
+        from swarm_lsp.federation.federation import Federation
+
+        with self._lock:
+            if self._federation is None:
+                self._federation = Federation(settings)
+            return self._federation
+
+    @property
     def runner(self) -> SwarmRunner:
         from swarm_lsp.swarm.runner import SwarmRunner
 
         with self._lock:
             if self._runner is None:
                 backend, plan = self.open_backend()
+                federation = self.federation
+                if federation is not None:
+                    federation.roster.set_local(backend if self.settings.federation.local_voters else None)
                 swarm = self.settings.swarm
                 self._runner = SwarmRunner(
                     backend,
@@ -358,6 +376,7 @@ class Workspace:
                     temperature=swarm.temperature,
                     voter_timeout=swarm.timeout,
                     strategy=swarm.strategy,
+                    placement=None if federation is None else federation.roster,
                 )
             return self._runner
 
@@ -399,6 +418,8 @@ class Workspace:
         try:
             async with self.queue.turn():
                 runner = await asyncio.to_thread(lambda: self.runner)
+                if self.federation is not None:
+                    await self.federation.ready()
                 count = voters or runner.voters
                 temperature = options.temperature if options else None
                 samplings = runner.engine.samplings(count, temperature=temperature)
@@ -494,11 +515,17 @@ class Workspace:
     def close(self) -> None:
         """Stop the watcher and release the models, embedder and index. Call outside an event loop,
         or use `aclose()` inside one."""
+        federation, self._federation = self._federation, None
+        if federation is not None:
+            federation.close_discovery()
         backends = self._release()
         if backends:
             asyncio.run(self._close_all(backends))
 
     async def aclose(self) -> None:
+        federation, self._federation = self._federation, None
+        if federation is not None:
+            await federation.aclose()
         await self._close_all(self._release())
 
     @staticmethod

@@ -247,6 +247,11 @@ def test_a_token_is_required_on_every_request_but_the_page(tmp_path):
         assert {"swarm", "swarm-plain"} <= {model.id for model in allowed.models.list().data}
         page = httpx.get(f"{process.url}/")
         assert page.status_code == 200 and "<html" in page.text.lower()
+        # The peer protocol takes no bearer token (it has the federation secret), and with federation
+        # off it is refused as such, not as a missing token.
+        hello = httpx.post(f"{process.url}/federation/v1/hello", json={"nonce": "0123456789"})
+        assert hello.status_code == 403 and "federation is off" in hello.text
+        assert httpx.get(f"{process.url}/api/peers").status_code == 401
 
 
 def test_a_non_loopback_address_without_a_token_is_refused(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import struct
 import sys
 import threading
@@ -34,7 +35,7 @@ else:
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("workers", "requests", "index", "tools", "settings", "hardware")
+SECTIONS = ("workers", "requests", "index", "tools", "peers", "settings", "hardware")
 VIEWPORT = {"width": 1280, "height": 1000}
 ANSWER_TIMEOUT_MS = 120_000
 """Three voters of 48 tokens on 2 busy cores: seconds normally, far more under a loaded CI machine."""
@@ -287,4 +288,36 @@ def test_settings_are_validated_then_saved(browser: Browser, workspace: Path, tm
         expect(voters.get_by_test_id("setting-value")).to_have_text("4")
         assert tomllib.loads(settings_file.read_text())["swarm"]["voters"] == 4
         assert_screenshot_not_blank(page, tmp_path / "settings-saved.png")
+        assert dashboard.foreign_requests == []
+
+
+def test_peers_are_shown_live_added_and_removed(browser: Browser, workspace: Path, tmp_path: Path) -> None:
+    env = api_env(
+        tmp_path,
+        FEDERATION__ENABLED="true",
+        FEDERATION__SECRET="dashboard secret",
+        FEDERATION__MDNS="false",
+        FEDERATION__BEACON="false",
+        FEDERATION__HEALTH_INTERVAL="0.5",
+    )
+    env["SWARM_LSP_CONFIG_FILE"] = str(tmp_path / "user" / "config.toml")
+    with socket.socket() as probe:  # a port nobody listens on: the peer is down
+        probe.bind(("127.0.0.1", 0))
+        unreachable = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with api_server(workspace, env) as server, open_dashboard(browser, server.url) as dashboard:
+        page = dashboard.page
+        expect(page.get_by_test_id("federation-state")).to_contain_text("federation on")
+        form = page.get_by_test_id("peer-form")
+        form.locator("input[name=url]").fill(unreachable)
+        form.locator("input[name=token]").fill("engine-key-not-shown")
+        form.get_by_role("button", name="add peer").click()
+        row = page.locator(f"[data-testid=peer][data-url='{unreachable}']")
+        expect(row.get_by_test_id("peer-status")).to_contain_text("down")
+        expect(row).to_contain_text("unreachable")
+        assert "engine-key-not-shown" not in page.content()
+        assert json.loads((tmp_path / "user" / "peers.json").read_text())[0]["url"] == unreachable
+        assert_screenshot_not_blank(page, tmp_path / "peers.png")
+        row.get_by_test_id("peer-remove").click()
+        expect(row).to_have_count(0)
+        assert json.loads((tmp_path / "user" / "peers.json").read_text()) == []
         assert dashboard.foreign_requests == []

@@ -377,11 +377,15 @@ def test_cli_ask_json_schema(repo: Path, tmp_path: Path) -> None:
         "prompt_tokens": int,
         "completion_tokens": int,
         "candidates": list,
+        "placed": dict,
+        "failed_nodes": list,
+        "retried": int,
     }
     assert set(data) == set(expected)
     for key, kind in expected.items():
         assert isinstance(data[key], kind), (key, data[key])
     assert data["kind"] == "ask" and data["voters"] == 3 and data["finished_voters"] == 3
+    assert sum(data["placed"].values()) == 3 and data["failed_nodes"] == [] and data["retried"] == 0
     candidate_keys = {
         "index",
         "text",
@@ -392,6 +396,7 @@ def test_cli_ask_json_schema(repo: Path, tmp_path: Path) -> None:
         "finish_reason",
         "temperature",
         "completion_tokens",
+        "backend",
     }
     assert all(set(c) == candidate_keys for c in data["candidates"])
     assert any(s.startswith("web/routing.py:") for s in data["sources"])

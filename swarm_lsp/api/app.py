@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from swarm_lsp.api import chat, dashboard, events, listings
+from swarm_lsp.api import chat, dashboard, events, listings, peers
 from swarm_lsp.api.errors import ApiError
 from swarm_lsp.api.security import Guard, allowed_hosts
 from swarm_lsp.api.state import ApiState
@@ -32,6 +32,11 @@ def build_app(
         Route("/api/settings", dashboard.settings, methods=["GET"]),
         Route("/api/settings", dashboard.change_setting, methods=["POST"]),
         Route("/api/doctor", dashboard.doctor, methods=["GET"]),
+        Route("/api/peers", peers.list_peers, methods=["GET"]),
+        Route("/api/peers", peers.add_peer, methods=["POST"]),
+        Route("/api/peers", peers.remove_peer, methods=["DELETE"]),
+        Route("/federation/v1/hello", peers.hello, methods=["POST"]),
+        Route("/federation/v1/generate", peers.generate, methods=["POST"]),
         Route("/", dashboard.page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=dashboard.STATIC), name="static"),
     ]

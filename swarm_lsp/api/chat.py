@@ -209,9 +209,12 @@ def swarm_fields(result: SwarmResult, grounded: bool) -> dict[str, Any]:
         "notes": result.notes,
         "model": result.model,
         "candidates": [
-            {"index": c.index, "score": c.score, "votes": c.votes, "valid": c.valid}
+            {"index": c.index, "score": c.score, "votes": c.votes, "valid": c.valid, "backend": c.backend}
             for c in result.candidates
         ],
+        "placed": result.placed,
+        "failed_nodes": result.failed_nodes,
+        "retried": result.retried,
         "timings": {key: round(value, 3) for key, value in result.timings.items()},
     }
 

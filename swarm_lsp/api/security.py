@@ -25,6 +25,9 @@ from swarm_lsp.sockets import WILDCARD_ADDRESSES
 
 PUBLIC_PATHS = ("/", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/",)
+PEER_PREFIX = "/federation/"
+"""The peer protocol: the hello proves the federation secret, generate requests are signed with it;
+neither carries the bearer token (peers do not know it)."""
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -116,6 +119,7 @@ class Guard:
             return 403, "cross-site writes are refused", "origin_not_allowed"
         path = scope["path"]
         public = scope["method"] == "GET" and (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES))
+        public = public or (scope["method"] == "POST" and path.startswith(PEER_PREFIX))
         if self._expected is not None and not public:
             given = headers.get("authorization", "").encode("latin-1")
             if not hmac.compare_digest(given, self._expected):

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from swarm_lsp import peering
 from swarm_lsp.api.app import build_app
 from swarm_lsp.api.state import ApiState
 from swarm_lsp.basics import SwarmLspError
@@ -50,24 +51,36 @@ async def serve(
     upkeep = IndexUpkeep(workspace, watch=workspace.settings.index.watch)
     state = ApiState(workspace, upkeep, audit_path(workspace))
     shown = "127.0.0.1" if host.strip("[]") in WILDCARD_ADDRESSES else url_host(host)
+    bound: list[int] = []
+
+    def make_app(actual: int) -> object:
+        bound.append(actual)
+        return build_app(state, host=host, port=actual, token=token, allow_hosts=allow_hosts)
+
     try:
         await serve_asgi(
-            lambda actual: build_app(state, host=host, port=actual, token=token, allow_hosts=allow_hosts),
+            make_app,
             host,
             port,
-            background=[lambda: _load_model(state), lambda: _index(upkeep)],
+            background=[lambda: _load_model(state, host, bound), lambda: _index(upkeep)],
             on_ready=None if on_ready is None else lambda actual: on_ready(f"http://{shown}:{actual}"),
         )
     finally:
         await asyncio.to_thread(upkeep.close)
+        await peering.stop(workspace)
 
 
-async def _load_model(state: ApiState) -> None:
+async def _load_model(state: ApiState, host: str, bound: list[int]) -> None:
+    """Load the model; then, with federation on, start the peers' health checks and announce."""
     try:
         await asyncio.to_thread(lambda: state.workspace.runner)
     except SwarmLspError as error:
         state.model_error = str(error)
         log.error("the model could not be loaded: %s", error)
+    try:
+        await peering.start(state.workspace, api_host=host, api_port=bound[0])
+    except Exception as error:  # federation is extra: the API serves this machine's model regardless
+        log.error("federation could not start: %s", error)
 
 
 async def _index(upkeep: IndexUpkeep) -> None:

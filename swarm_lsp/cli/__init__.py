@@ -9,7 +9,7 @@ from pathlib import Path
 
 from swarm_lsp import __version__
 from swarm_lsp.basics import SwarmLspError
-from swarm_lsp.cli import commands, servers
+from swarm_lsp.cli import commands, peers, servers
 from swarm_lsp.cli.common import EXIT_FAILURE, EXIT_USAGE, UsageError, add_token_options
 from swarm_lsp.config import VOTING_STRATEGIES, ConfigError
 
@@ -174,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", type=int, default=1, help="candidates decoded together (default 1)")
     generate.add_argument("--max-tokens", type=int, default=128)
     generate.add_argument("--temperature", type=float, default=None, help="0 = greedy")
+    peers.add_commands(subcommands)
     return parser
 
 

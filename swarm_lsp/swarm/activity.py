@@ -108,6 +108,12 @@ class Activity:
         with self._lock:
             return [record for record in self._records if record.state in ("running", "voting")]
 
+    def busy_sequences(self) -> int:
+        """Voters of the requests waiting for the model or running on it (the load peers are told)."""
+        with self._lock:
+            states = ("queued", "running", "voting")
+            return sum(record.voters for record in self._records if record.state in states)
+
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber(record_dict)` on every change; returns the function that unsubscribes."""
         with self._lock:

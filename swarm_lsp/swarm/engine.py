@@ -4,9 +4,13 @@ Voters differ by sampling: voter 0 decodes greedily (the model's single best gue
 sample at the configured temperature with their own seeds. All voters get the same messages, so
 a local llama.cpp backend evaluates the shared prompt once and decodes the voters as one batch.
 
+Where voters run is a `Placement`: fixed backends by default, or a federation's scheduler, which
+spreads them over this machine and its peers. Failover: the voters of a machine that fails
+mid-request are placed again on the others while the deadline allows.
+
 Degraded mode: a backend that fails, or voters that miss the deadline, are dropped and the vote
-goes on with the candidates that finished; the result says so. Only when no voter finished is it
-an error.
+goes on with the candidates that finished; the result says so (how many voters were asked, how
+many answered, which machines failed). Only when no voter finished is it an error.
 """
 
 from __future__ import annotations
@@ -14,11 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from swarm_lsp.basics import CancellationToken, SwarmLspError
-from swarm_lsp.models.base import Backend, Candidate, GenerationRequest, GenerationTimeout, Message, Sampling
+from swarm_lsp.models.base import (
+    Backend,
+    Candidate,
+    Deadline,
+    GenerationRequest,
+    GenerationTimeout,
+    Message,
+    Sampling,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +69,113 @@ class EngineResult:
     voters_requested: int
     failures: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    placed: dict[str, int] = field(default_factory=dict)
+    """Voters run on each machine ("local", or a peer's host:port), retries included."""
+    failed_nodes: list[str] = field(default_factory=list)
+    """Machines whose voters failed (a peer that died or timed out mid-request)."""
+    retried: int = 0
+    """Voters run again elsewhere after their machine failed."""
 
     @property
     def degraded(self) -> bool:
-        return len(self.candidates) < self.voters_requested
+        """Fewer answers than voters asked for, or a machine failed on the way."""
+        return len(self.candidates) < self.voters_requested or bool(self.failed_nodes)
+
+
+class Assigned(Protocol):
+    """Voters of one vote placed on one machine."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def backend(self) -> Backend: ...
+    @property
+    def voters(self) -> int: ...
+
+
+class Placement(Protocol):
+    """Where voters run: fixed backends, or a federation's scheduler (federation/roster.py)."""
+
+    def place(
+        self,
+        voters: int,
+        *,
+        max_tokens: int,
+        exclude: Iterable[str] = (),
+        deadline_s: float | None = None,
+    ) -> Sequence[Assigned]:
+        """Where up to `voters` voters run now, leaving out the machines in `exclude`; empty: nowhere.
+        Voters that no machine is expected to finish within `deadline_s` may be left out (not the
+        first)."""
+        ...
+
+    def report(
+        self,
+        assignment: Assigned,
+        *,
+        elapsed_s: float,
+        tokens: int,
+        prompt_tokens: int = 0,
+        error: str | None = None,
+    ) -> None:
+        """How an assignment went: the most tokens a voter wrote and the prompt's length (its
+        machine's speed), or a failure (for its health)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FixedShare:
+    key: str
+    label: str
+    backend: Backend
+    voters: int
+
+
+class FixedBackends:
+    """Voters per backend in proportion to how many each decodes at once. A failed backend's
+    voters are not run again elsewhere: that is what a federation adds."""
+
+    def __init__(self, backends: Sequence[Backend]) -> None:
+        self.backends = list(backends)
+
+    def place(
+        self,
+        voters: int,
+        *,
+        max_tokens: int,
+        exclude: Iterable[str] = (),
+        deadline_s: float | None = None,
+    ) -> list[FixedShare]:
+        if list(exclude):
+            return []
+        capacity = [max(1, backend.info.max_parallel) for backend in self.backends]
+        total = sum(capacity)
+        shares = [voters * cap // total for cap in capacity]
+        for index in sorted(range(len(shares)), key=lambda i: -capacity[i])[: voters - sum(shares)]:
+            shares[index] += 1
+        placed = []
+        for number, (backend, share) in enumerate(zip(self.backends, shares, strict=True)):
+            if share:
+                name = f"{backend.info.backend}:{backend.info.model}"
+                placed.append(FixedShare(f"{number}:{name}", name, backend, share))
+        return placed
+
+    def report(
+        self,
+        assignment: Assigned,
+        *,
+        elapsed_s: float,
+        tokens: int,
+        prompt_tokens: int = 0,
+        error: str | None = None,
+    ) -> None:
+        return None
+
+
+MAX_ROUNDS = 4
+"""Placements of one vote: the first, and failovers of the voters whose machine failed."""
 
 
 class SwarmEngine:
@@ -71,10 +187,12 @@ class SwarmEngine:
         top_p: float = 0.95,
         voter_timeout: float | None = 120.0,
         seed: int = 0,
+        placement: Placement | None = None,
     ) -> None:
-        if not backends:
+        if not backends and placement is None:
             raise ValueError("a swarm needs at least one backend")
         self.backends = list(backends)
+        self.placement: Placement = placement or FixedBackends(self.backends)
         self.temperature = temperature
         self.top_p = top_p
         self.voter_timeout = voter_timeout
@@ -95,15 +213,6 @@ class SwarmEngine:
         ]
         return [Sampling(temperature=0.0, top_p=1.0, top_k=0, seed=seed), *sampled]
 
-    def _shares(self, voters: int) -> list[int]:
-        """Voters per backend, in proportion to how many each can decode at once."""
-        capacity = [max(1, backend.info.max_parallel) for backend in self.backends]
-        total = sum(capacity)
-        shares = [voters * cap // total for cap in capacity]
-        for index in sorted(range(len(shares)), key=lambda i: -capacity[i])[: voters - sum(shares)]:
-            shares[index] += 1
-        return shares
-
     async def generate(
         self,
         messages: Sequence[Message],
@@ -117,84 +226,61 @@ class SwarmEngine:
         temperature: float | None = None,
         seed: int | None = None,
     ) -> EngineResult:
+        """N candidates for `messages`. Voters whose machine fails are placed again elsewhere while
+        the deadline allows (a federation's placement); the rest of the vote goes on without them."""
         started = time.monotonic()
+        deadline = Deadline(self.voter_timeout)
         samplings = self.samplings(voters, temperature=temperature, seed=seed)
-        texts: dict[int, list[str]] = {}
-        tokens = [0]
-        per_voter = [0] * voters
-        offsets: list[int] = []
-
-        def on_token(global_index: int, piece: str) -> None:
-            texts.setdefault(global_index, []).append(piece)
-            tokens[0] += 1
-            per_voter[global_index] += 1
-            if on_progress is not None:
-                on_progress(
-                    SwarmProgress(
-                        "generating",
-                        voters,
-                        0,
-                        tokens[0],
-                        "".join(texts.get(0, ())),
-                        tuple(per_voter),
-                        max_tokens,
-                        time.monotonic() - started,
-                    )
+        tracker = _Tracker(voters, max_tokens, started, on_progress)
+        result = EngineResult(candidates=[], voters_requested=voters)
+        pending = list(range(voters))
+        failed: set[str] = set()
+        for round_number in range(MAX_ROUNDS):
+            if not pending or deadline.passed or (cancel is not None and cancel.cancelled):
+                break
+            placed = self.placement.place(
+                len(pending), max_tokens=max_tokens, exclude=failed, deadline_s=deadline.remaining()
+            )
+            if not placed:
+                break
+            if round_number:
+                result.retried += sum(assignment.voters for assignment in placed)
+            groups: list[tuple[Assigned, list[int]]] = []
+            for assignment in placed:
+                group, pending = pending[: assignment.voters], pending[assignment.voters :]
+                groups.append((assignment, group))
+                result.placed[assignment.label] = result.placed.get(assignment.label, 0) + len(group)
+            if pending and not round_number:
+                result.failures.append(
+                    f"{len(pending)} voter(s) left out: no machine could write them before the deadline"
                 )
-
-        requests: list[tuple[Backend, GenerationRequest]] = []
-        position = 0
-        for backend, share in zip(self.backends, self._shares(voters), strict=True):
-            if share == 0:
-                continue
-            offset = position
-            offsets.append(offset)
-            requests.append(
-                (
-                    backend,
-                    GenerationRequest(
-                        messages=list(messages),
-                        n=share,
-                        sampling=samplings[offset : offset + share],
-                        max_tokens=max_tokens,
-                        stop=list(stop),
-                        on_token=lambda index, piece, offset=offset: on_token(offset + index, piece),
-                        cancel=cancel,
-                        timeout=self.voter_timeout,
-                        prompt_lookup=prompt_lookup,
-                    ),
+                pending = []
+            outcomes = await asyncio.gather(
+                *(
+                    self._attempt(
+                        assignment,
+                        GenerationRequest(
+                            messages=list(messages),
+                            n=len(group),
+                            sampling=[samplings[index] for index in group],
+                            max_tokens=max_tokens,
+                            stop=list(stop),
+                            on_token=lambda i, piece, group=group: tracker.token(group[i], piece),
+                            cancel=cancel,
+                            timeout=deadline.remaining(),
+                            prompt_lookup=prompt_lookup,
+                        ),
+                    )
+                    for assignment, group in groups
                 )
             )
-            position += share
-        outcomes = await asyncio.gather(
-            *(backend.generate(request) for backend, request in requests), return_exceptions=True
-        )
-        result = EngineResult(candidates=[], voters_requested=voters)
-        for (backend, _request), offset, outcome in zip(requests, offsets, outcomes, strict=True):
-            name = f"{backend.info.backend}:{backend.info.model}"
-            if isinstance(outcome, asyncio.CancelledError):
-                raise outcome
-            if isinstance(outcome, GenerationTimeout):
-                done = [c for c in outcome.partial if c.finish_reason in FINISHED]
-                missed = len(outcome.partial) - len(done)
-                deadline = f"{self.voter_timeout:.0f}s"
-                result.failures.append(f"{name}: {missed} voter(s) missed the {deadline} deadline")
-                outcome = done
-            elif isinstance(outcome, BaseException):
-                log.warning("voters on %s failed: %s", name, outcome)
-                result.failures.append(f"{name}: {outcome}")
-                continue
-            for candidate in outcome:
-                if candidate.finish_reason == "cancelled":
-                    continue
-                if candidate.finish_reason not in FINISHED:
-                    result.failures.append(
-                        f"{name}: voter {offset + candidate.index} ended with {candidate.finish_reason}"
-                    )
-                    continue
-                candidate.index = offset + candidate.index
-                candidate.backend = candidate.backend or name
-                result.candidates.append(candidate)
+            for (assignment, group), outcome in zip(groups, outcomes, strict=True):
+                retry = self._settle(assignment, group, outcome, result)
+                if retry:
+                    failed.add(assignment.key)
+                    pending.extend(retry)
+        if pending:
+            result.failures.append(f"{len(pending)} voter(s) could not be placed again in time")
         result.candidates.sort(key=lambda candidate: candidate.index)
         result.elapsed_s = time.monotonic() - started
         if cancel is not None and cancel.cancelled:
@@ -203,17 +289,113 @@ class SwarmEngine:
             raise SwarmError(
                 "no voter produced an answer: " + "; ".join(result.failures or ["unknown failure"])
             )
-        if on_progress is not None:
-            finished = tuple(c.completion_tokens or per_voter[c.index] for c in result.candidates)
-            on_progress(
+        tracker.voting(result)
+        return result
+
+    async def _attempt(
+        self, assignment: Assigned, request: GenerationRequest
+    ) -> list[Candidate] | BaseException:
+        """One machine's voters; how it went is reported the moment it ends (so its load is freed
+        while the others still write). A deadline missed is slowness, not a failure of the machine."""
+        started = time.monotonic()
+        try:
+            candidates = await assignment.backend.generate(request)
+        except asyncio.CancelledError:
+            raise
+        except GenerationTimeout as timeout:
+            elapsed = time.monotonic() - started
+            self.placement.report(assignment, elapsed_s=elapsed, tokens=request.max_tokens)
+            return timeout
+        except Exception as error:
+            self.placement.report(
+                assignment, elapsed_s=0.0, tokens=0, error=str(error) or type(error).__name__
+            )
+            return error
+        tokens = max((c.completion_tokens for c in candidates), default=0)
+        prompt = max((c.prompt_tokens for c in candidates), default=0)
+        elapsed = time.monotonic() - started
+        self.placement.report(assignment, elapsed_s=elapsed, tokens=tokens, prompt_tokens=prompt)
+        return candidates
+
+    def _settle(
+        self,
+        assignment: Assigned,
+        group: list[int],
+        outcome: list[Candidate] | BaseException,
+        result: EngineResult,
+    ) -> list[int]:
+        """Take one machine's candidates into `result`; the voters to place again if it failed."""
+        name = assignment.label
+        retry: list[int] = []
+        if isinstance(outcome, GenerationTimeout):
+            candidates = [c for c in outcome.partial if c.finish_reason in FINISHED]
+            missed = len(outcome.partial) - len(candidates)
+            deadline = f"{self.voter_timeout:.0f}s"
+            result.failures.append(f"{name}: {missed} voter(s) missed the {deadline} deadline")
+        elif isinstance(outcome, BaseException):
+            log.warning("voters on %s failed: %s", name, outcome)
+            result.failures.append(f"{name}: {outcome}")
+            result.failed_nodes.append(name)
+            return group
+        else:
+            candidates = outcome
+        for candidate in candidates:
+            if candidate.finish_reason == "cancelled":
+                continue
+            index = group[candidate.index]
+            if candidate.finish_reason not in FINISHED:
+                result.failures.append(f"{name}: voter {index} ended with {candidate.finish_reason}")
+                continue
+            candidate.index = index
+            candidate.backend = candidate.backend or name
+            result.candidates.append(candidate)
+        return retry
+
+
+class _Tracker:
+    """Tokens per voter as they arrive, reported as progress."""
+
+    def __init__(
+        self, voters: int, max_tokens: int, started: float, on_progress: ProgressCallback | None
+    ) -> None:
+        self.voters = voters
+        self.max_tokens = max_tokens
+        self.started = started
+        self.on_progress = on_progress
+        self.texts: dict[int, list[str]] = {}
+        self.tokens = 0
+        self.per_voter = [0] * voters
+
+    def token(self, index: int, piece: str) -> None:
+        self.texts.setdefault(index, []).append(piece)
+        self.tokens += 1
+        self.per_voter[index] += 1
+        if self.on_progress is not None:
+            self.on_progress(
                 SwarmProgress(
-                    "voting",
-                    voters,
-                    len(result.candidates),
-                    tokens[0],
-                    voter_tokens=tuple(per_voter) if len(finished) != voters else finished,
-                    max_tokens=max_tokens,
-                    elapsed_s=result.elapsed_s,
+                    "generating",
+                    self.voters,
+                    0,
+                    self.tokens,
+                    "".join(self.texts.get(0, ())),
+                    tuple(self.per_voter),
+                    self.max_tokens,
+                    time.monotonic() - self.started,
                 )
             )
-        return result
+
+    def voting(self, result: EngineResult) -> None:
+        if self.on_progress is None:
+            return
+        finished = tuple(c.completion_tokens or self.per_voter[c.index] for c in result.candidates)
+        self.on_progress(
+            SwarmProgress(
+                "voting",
+                self.voters,
+                len(result.candidates),
+                self.tokens,
+                voter_tokens=tuple(self.per_voter) if len(finished) != self.voters else finished,
+                max_tokens=self.max_tokens,
+                elapsed_s=result.elapsed_s,
+            )
+        )

@@ -18,7 +18,7 @@ from swarm_lsp.swarm.answers import ParsedAnswer, parse_answer
 from swarm_lsp.swarm.ballots import Ballot, VoteResult
 from swarm_lsp.swarm.compression import Budget, fit_context
 from swarm_lsp.swarm.context import ContextPack, ContextSource, Focus
-from swarm_lsp.swarm.engine import ProgressCallback, SwarmEngine, SwarmProgress
+from swarm_lsp.swarm.engine import Placement, ProgressCallback, SwarmEngine, SwarmProgress
 from swarm_lsp.swarm.exec_vote import ExecSpec
 from swarm_lsp.swarm.grounding import check_citations, find_citations
 from swarm_lsp.swarm.measure import TokenMeasure
@@ -62,6 +62,8 @@ class CandidateView:
     finish_reason: str
     temperature: float
     completion_tokens: int = 0
+    backend: str = ""
+    """Where it was written: this machine's backend, or `peer host:port`."""
 
 
 @dataclass
@@ -82,6 +84,11 @@ class SwarmResult:
     model: str = ""
     prompt_tokens: int = 0
     """The prompt's length in model tokens (every voter read the same prompt)."""
+    placed: dict[str, int] = field(default_factory=dict)
+    """Voters run per machine ("local", or a peer's host:port), retries included."""
+    failed_nodes: list[str] = field(default_factory=list)
+    """Machines whose voters failed mid-request (their voters were retried elsewhere or lost)."""
+    retried: int = 0
 
     @property
     def completion_tokens(self) -> int:
@@ -110,6 +117,9 @@ class SwarmResult:
             "model": self.model,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "placed": self.placed,
+            "failed_nodes": self.failed_nodes,
+            "retried": self.retried,
         }
         if candidates:
             data["candidates"] = [asdict(candidate) for candidate in self.candidates]
@@ -139,7 +149,9 @@ class SwarmRunner:
         voter_timeout: float,
         strategy: str = "auto",
         compress: bool = True,
+        placement: Placement | None = None,
     ) -> None:
+        """`placement`: where voters run (a federation's roster); by default all on `backend`."""
         self.backend = backend
         self.context_source = context_source
         self.root = root
@@ -148,7 +160,9 @@ class SwarmRunner:
         self.max_tokens = max_tokens
         self.strategy = strategy
         self.compress = compress
-        self.engine = SwarmEngine([backend], temperature=temperature, voter_timeout=voter_timeout)
+        self.engine = SwarmEngine(
+            [backend], temperature=temperature, voter_timeout=voter_timeout, placement=placement
+        )
         self.measure = TokenMeasure(backend)
         self.conversations: dict[str, Conversation] = {}
 
@@ -202,6 +216,12 @@ class SwarmRunner:
         )
         timings["generate"] = time.monotonic() - tick
         notes.extend(generated.failures)
+        if generated.degraded:
+            failed = f"; failed: {', '.join(generated.failed_nodes)}" if generated.failed_nodes else ""
+            retried = f"; {generated.retried} retried elsewhere" if generated.retried else ""
+            notes.append(
+                f"degraded: {len(generated.candidates)} of {voters} voters answered{failed}{retried}"
+            )
         tick = time.monotonic()
         parsed = [parse_answer(task, candidate.text) for candidate in generated.candidates]
         ballots = [
@@ -253,6 +273,9 @@ class SwarmRunner:
             timings=timings,
             model=self.backend.info.model,
             prompt_tokens=max((c.prompt_tokens for c in generated.candidates), default=0),
+            placed=generated.placed,
+            failed_nodes=generated.failed_nodes,
+            retried=generated.retried,
         )
 
     # ------------------------------------------------------------------ context
@@ -405,6 +428,7 @@ def _views(
             finish_reason=candidate.finish_reason,
             temperature=candidate.sampling.temperature,
             completion_tokens=candidate.completion_tokens,
+            backend=candidate.backend,
         )
         for candidate, answer in zip(candidates, parsed, strict=True)
     ]

@@ -1,6 +1,6 @@
 // The swarm-lsp dashboard: one Preact + htm page, no build step, no network beyond its own server.
 // The JSON it reads is described in the API's dashboard contract (GET /api/status, /api/requests,
-// /api/tools, /api/settings, /api/doctor, and the event stream GET /api/events).
+// /api/tools, /api/settings, /api/doctor, /api/peers, and the event stream GET /api/events).
 import { html, render, useState, useEffect, useRef, useCallback } from './vendor/htm-preact-standalone.mjs';
 
 const TOKEN_KEY = 'swarm-lsp-token';
@@ -8,6 +8,7 @@ const MAX_REQUESTS = 50;
 const ACTIVE_STATES = ['queued', 'running', 'voting'];
 const SINCE_CHOICES = [['', 'all time'], ['600', 'last 10 minutes'], ['3600', 'last hour'], ['86400', 'last day']];
 const NO_FILTERS = { tool: '', tier: '', outcome: '', since: '' };
+const PEERS_EVERY_MS = 2000;
 
 // ---- talking to the server -------------------------------------------------------------------
 
@@ -342,6 +343,64 @@ function SettingsPanel({ settings, problem, onSaved }) {
   </${Section}>`;
 }
 
+function PeerRow({ peer, onRemove }) {
+  const manual = (peer.sources ?? []).includes('manual');
+  return html`<tr data-testid="peer" data-url=${peer.url} class=${`peer-${(peer.status ?? '').replace(/[^a-z]+/g, '-')}`}>
+    <td><code>${peer.name ?? peer.url}</code></td>
+    <td>${peer.kind}</td>
+    <td data-testid="peer-status">${peer.status}${peer.problem && html` <span class="muted">${peer.problem}</span>`}</td>
+    <td>${peer.latency_ms == null ? '–' : `${formatNumber(peer.latency_ms, 0)} ms`}</td>
+    <td>${peer.load ?? '–'} / ${peer.slots ?? '–'}</td>
+    <td>${peer.model || '–'}</td>
+    <td>${formatNumber(peer.tokens_per_s)}</td>
+    <td>${(peer.sources ?? []).join(', ')}</td>
+    <td>${manual && html`<button type="button" data-testid="peer-remove" onClick=${() => onRemove(peer.url)}>remove</button>`}</td>
+  </tr>`;
+}
+
+function PeersPanel({ peers, problem, onChanged }) {
+  const [message, setMessage] = useState('');
+  async function add(event) {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const body = { url: form.url.value.trim(), token: form.token.value, kind: form.kind.value };
+    try {
+      await api('/api/peers', { method: 'POST', body });
+      form.reset();
+      setMessage(`added ${body.url}`);
+    } catch (error) {
+      setMessage(error.message);
+    }
+    onChanged();
+  }
+  async function remove(url) {
+    try {
+      await api(`/api/peers?url=${encodeURIComponent(url)}`, { method: 'DELETE' });
+      setMessage(`removed ${url}`);
+    } catch (error) {
+      setMessage(error.message);
+    }
+    onChanged();
+  }
+  if (!peers) return html`<${Section} id="peers" title="Peers"><${Unavailable} problem=${problem} /></${Section}>`;
+  return html`<${Section} id="peers" title="Peers">
+    <p data-testid="federation-state" class="muted">${peers.enabled
+      ? `federation on · this machine is ${peers.instance}`
+      : 'federation is off (federation.enabled = false): peers are listed, not contacted'}</p>
+    ${peers.peers.length === 0 ? html`<p class="muted">no peers yet</p>` : html`<table class="peers">
+      <thead><tr><th>peer</th><th>kind</th><th>status</th><th>latency</th><th>load</th><th>model</th><th>tokens/s</th><th>found by</th><th></th></tr></thead>
+      <tbody>${peers.peers.map((peer) => html`<${PeerRow} key=${peer.url} peer=${peer} onRemove=${remove} />`)}</tbody>
+    </table>`}
+    <form class="edit" data-testid="peer-form" onSubmit=${add}>
+      <input name="url" placeholder="http://host:17615" required />
+      <input name="token" type="password" placeholder="engine API key (optional)" autocomplete="off" />
+      <select name="kind"><option value="auto">auto</option><option value="swarm">swarm-lsp</option><option value="engine">engine</option></select>
+      <button type="submit">add peer</button>
+    </form>
+    ${message && html`<p data-testid="peer-message" class="muted">${message}</p>`}
+  </${Section}>`;
+}
+
 function Hardware({ doctor, problem }) {
   if (!doctor) return html`<${Section} id="hardware" title="Hardware"><${Unavailable} problem=${problem} /></${Section}>`;
   const { hardware = {}, backends = {}, configured = {}, recommendation = {} } = doctor;
@@ -387,6 +446,7 @@ function App() {
   const [toolFilters, setToolFilters] = useState(NO_FILTERS);
   const [settings, setSettings] = useState(null);
   const [doctor, setDoctor] = useState(null);
+  const [peers, setPeers] = useState(null);
   const [problems, setProblems] = useState({});
   const [needsToken, setNeedsToken] = useState(false);
   const [connection, setConnection] = useState('connecting');
@@ -416,6 +476,7 @@ function App() {
     loadTools();
   }, [load, loadTools]);
   const loadSettings = useCallback(() => load('settings', '/api/settings', setSettings), [load]);
+  const loadPeers = useCallback(() => load('peers', '/api/peers', setPeers), [load]);
 
   useEffect(() => {
     loadLive();
@@ -424,6 +485,13 @@ function App() {
   }, [session]);
 
   useEffect(() => { loadTools(); }, [toolFilters]);
+
+  // Peers change by health checks and discovery, not by requests: read them every few seconds.
+  useEffect(() => {
+    loadPeers();
+    const timer = setInterval(loadPeers, PEERS_EVERY_MS);
+    return () => clearInterval(timer);
+  }, [session]);
 
   useEffect(() => {
     const stop = new AbortController();
@@ -455,6 +523,7 @@ function App() {
       <${Requests} requests=${requests} problem=${problems.requests} />
       <${ToolLog} log=${toolLog} filters=${toolFilters} problem=${problems.tools}
         onFilter=${(name, value) => setToolFilters((known) => ({ ...known, [name]: value }))} />
+      <${PeersPanel} peers=${peers} problem=${problems.peers} onChanged=${loadPeers} />
       <${SettingsPanel} settings=${settings} problem=${problems.settings} onSaved=${loadSettings} />
       <${Hardware} doctor=${doctor} problem=${problems.doctor} />
     </main>`;
