@@ -1,15 +1,21 @@
 """Codebase-wide requests: explain the codebase, and one refactor instruction across many files.
 
-`refactor_codebase` plans before it runs: it searches the index for the code the instruction is
-about, keeps the best definition-sized pieces (at most `max_targets`, never two that overlap, each
-checked against the file's current text so a stale index cannot aim an edit at the wrong lines),
-then runs one ordinary ``refactor`` task per piece through `Workspace.run`, one after another on
-the one model. The valid edits are collected into one result that the front door applies as a
-single multi-file edit, with a summary of what was changed, what was not and why.
+`refactor_codebase` finds the whole blast radius first, then edits, then checks the change as one:
 
-What it does not do: it does not discover call sites the search does not find (there is no type
-checker behind it), each edit is validated on its own rather than with the others applied, and
-the pieces are chosen by search rank, not by a model's plan.
+- **A rename** ("rename fetch_user to load_user") finds the definitions in the index's symbols and
+  every reference in every indexed file (`blast_radius.py`). It renames the certain sites
+  mechanically (no model call, exact) and lists the uncertain ones.
+- **Any other instruction** searches the index for the code it is about and keeps the best
+  definition-sized pieces. That is at most `max_targets`, never two that overlap, each checked
+  against the file's current text so a stale index cannot aim an edit at the wrong lines. It runs
+  one ordinary ``refactor`` task per piece through `Workspace.run`, and lists the blast radius of
+  every changed definition (the call sites to review).
+- **The edits together** are checked before they are offered (`change_check.py`, `[refactor] check`):
+  every touched file parses, the changed Python modules still import, and the tests pass in a copy of
+  the workspace. A change that breaks them is offered with a warning, or withheld (`on_broken`).
+
+The valid edits form one result that the front door applies as a single multi-file edit, with a
+summary of what was changed, what was not and why.
 
 `explain_codebase_task` is an ``ask`` whose prompt carries the repo map (the most central files by
 reference rank, with their main definitions) after the question, so the answer can name the parts
@@ -25,6 +31,9 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from swarm_lsp.basics import CancellationToken
+from swarm_lsp.blast_radius import BlastRadius, find_blast_radius
+from swarm_lsp.change_check import CheckReport, check_change
+from swarm_lsp.renaming import Rename, RenameError, changed_texts, parse_rename, rename_edits
 from swarm_lsp.swarm.engine import ProgressCallback
 from swarm_lsp.swarm.runner import LOW_AGREEMENT, SwarmResult
 from swarm_lsp.swarm.tasks import Edit, Task, TextRange
@@ -78,11 +87,21 @@ class CodebaseResult:
     skipped: list[str] = field(default_factory=list)
     """Search hits not refactored, with the reason (overlap, stale index, unreadable)."""
     sources: list[str] = field(default_factory=list)
+    radius: list[BlastRadius] = field(default_factory=list)
+    """What the change touches: each renamed or changed definition with every reference found."""
+    rename: Rename | None = None
+    """Set when the instruction was a rename, made mechanically."""
+    check: CheckReport | None = None
+    withheld: list[Edit] = field(default_factory=list)
+    """Edits not offered because the change failed its check (`refactor.on_broken = "refuse"`)."""
 
     @property
     def agreement(self) -> float:
-        """The lowest agreement among the pieces that produced an edit (0 when none did)."""
+        """The lowest agreement among the pieces that produced an edit (0 when none did; 1 for a
+        mechanical rename, which no vote decided)."""
         scores = [outcome.agreement for outcome in self.outcomes if outcome.edit is not None]
+        if self.rename is not None and self.edits:
+            scores.append(1.0)
         return min(scores) if scores else 0.0
 
     @property
@@ -93,7 +112,18 @@ class CodebaseResult:
     def summary(self) -> str:
         """Markdown: the instruction, then one line per piece, then what was skipped."""
         lines = [f"Instruction: {self.instruction}", ""]
-        if not self.outcomes:
+        for radius in self.radius:
+            lines.append(f"Blast radius: {radius.summary()}.")
+            lines += [f"- {site.citation}: {site.line_text.strip()[:100]}" for site in radius.certain[:20]]
+            if len(radius.certain) > 20:
+                lines.append(f"- ... and {len(radius.certain) - 20} more")
+            if radius.uncertain:
+                lines.append(f"Not changed, to review ({len(radius.uncertain)}, meaning unsure):")
+                lines += [f"- {site.citation}: {site.why}" for site in radius.uncertain[:20]]
+            lines.append("")
+        if self.rename is not None:
+            lines.append(f"Renamed {self.rename.old} to {self.rename.new} mechanically (no model call).")
+        elif not self.outcomes:
             lines.append("The search found no code to change for this instruction.")
         for outcome in self.outcomes:
             where = outcome.target.citation + (f" ({outcome.target.symbol})" if outcome.target.symbol else "")
@@ -105,6 +135,20 @@ class CodebaseResult:
             lines += ["", "Skipped:"] + [f"- {reason}" for reason in self.skipped]
         changed = len({edit.path for edit in self.edits})
         lines += ["", f"{len(self.edits)} edit(s) in {changed} file(s)."]
+        if self.check is not None:
+            verdict = (
+                "**Warning: the change " + self.check.summary() + "**"
+                if self.check.broken
+                else self.check.summary()
+            )
+            lines += ["", f"Check: {verdict}."]
+            lines += [f"- {note}" for note in self.check.notes]
+            if self.check.tests is not None and not self.check.tests.passed:
+                lines += ["", "```", self.check.tests.output[-1500:].strip(), "```"]
+        if self.withheld:
+            lines.append(
+                f"{len(self.withheld)} edit(s) withheld: the change fails its check (refactor.on_broken)."
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +168,11 @@ class CodebaseResult:
                 for outcome in self.outcomes
             ],
             "skipped": self.skipped,
+            "blast_radius": [radius.to_dict() for radius in self.radius],
+            "rename": None if self.rename is None else {"from": self.rename.old, "to": self.rename.new},
+            "check": None if self.check is None else self.check.to_dict(),
+            "broken": self.check is not None and self.check.broken,
+            "withheld": len(self.withheld),
             "agreement": round(self.agreement, 4),
             "low_agreement": self.low_agreement,
             "sources": self.sources,
@@ -179,17 +228,92 @@ async def refactor_codebase(
     file_text: FileText,
     *,
     max_targets: int = MAX_TARGETS,
+    max_references: int | None = None,
     voters: int | None = None,
     cancel: CancellationToken | None = None,
     on_progress: ProgressCallback | None = None,
     on_target: Callable[[int, int, Target], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> CodebaseResult:
-    """Plan the pieces to change, refactor each by swarm vote, and collect the valid edits.
+    """Find what the instruction touches, edit it (mechanically for a rename, by swarm vote
+    otherwise), and check the whole change.
 
-    `on_target(number, total, target)` is called before each piece (1-based number).
+    `on_target(number, total, target)` is called before each voted piece (1-based number);
+    `on_stage(message)` as the work moves on (the blast radius found, the check running).
     """
     if not instruction.strip():
         raise ValueError("a codebase refactor needs an instruction, e.g. 'rename fetch_user to load_user'")
+    settings = workspace.settings.refactor
+    limit = max_references or settings.max_references
+    stage = on_stage or (lambda message: None)
+    rename = parse_rename(instruction)
+    if rename is not None:
+        result = await _rename(workspace, instruction, rename, file_text, limit, stage)
+    else:
+        result = await _voted(
+            workspace, instruction, file_text, max_targets, voters, cancel, on_progress, on_target
+        )
+        for name in dict.fromkeys(o.target.symbol for o in result.outcomes if o.edit and o.target.symbol):
+            radius = await asyncio.to_thread(find_blast_radius, workspace, name, file_text, limit=limit)
+            result.radius.append(radius)
+            stage(f"call sites to review: {radius.summary()}")
+    if result.edits:
+        stage(f"checking the change ({settings.check})")
+        texts = changed_texts(result.edits, file_text)
+        result.check = await asyncio.to_thread(
+            check_change,
+            workspace.root,
+            texts,
+            level=settings.check,
+            test_command=settings.test_command,
+            test_timeout=settings.test_timeout,
+        )
+        if result.check.broken and settings.on_broken == "refuse":
+            result.withheld, result.edits = result.edits, []
+    return result
+
+
+async def _rename(
+    workspace: Workspace,
+    instruction: str,
+    rename: Rename,
+    file_text: FileText,
+    limit: int,
+    stage: Callable[[str], None],
+) -> CodebaseResult:
+    stage(f"finding every reference to {rename.old}")
+    radius = await asyncio.to_thread(
+        find_blast_radius, workspace, rename.old, file_text, qualified=rename.qualified, limit=limit
+    )
+    if not radius.definitions:
+        raise RenameError(
+            f"no definition of {rename.qualified} is in the index: check the spelling, or run "
+            "`swarm-lsp index` if it was added since"
+        )
+    if radius.capped:
+        raise RenameError(
+            f"{rename.old} has more than {limit} references: raise refactor.max_references (or the "
+            "request's limit) to rename them all; a partial rename would break the code"
+        )
+    stage(f"blast radius: {radius.summary()}")
+    result = CodebaseResult(instruction=instruction, edits=rename_edits(radius, rename), outcomes=[])
+    result.radius.append(radius)
+    result.rename = rename
+    result.sources = list(dict.fromkeys(site.citation for site in radius.sites))[:50]
+    return result
+
+
+async def _voted(
+    workspace: Workspace,
+    instruction: str,
+    file_text: FileText,
+    max_targets: int,
+    voters: int | None,
+    cancel: CancellationToken | None,
+    on_progress: ProgressCallback | None,
+    on_target: Callable[[int, int, Target], None] | None,
+) -> CodebaseResult:
+    """Today's per-piece refactor: the pieces search finds, one swarm vote each."""
     targets, skipped = await asyncio.to_thread(
         plan_targets, workspace, instruction, file_text, max_targets=max_targets
     )

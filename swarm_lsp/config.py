@@ -180,6 +180,24 @@ class ToolSettings(_Section):
     cache_entries: int = Field(512, ge=0, le=1_000_000, description="read results kept in memory; 0 = none")
 
 
+class RefactorSettings(_Section):
+    """Codebase-wide refactoring: how far it looks and how the change is checked (docs/lsp.md)."""
+
+    max_references: int = Field(
+        500, ge=1, le=100_000, description="references of a name listed and changed at most, 1 to 100000"
+    )
+    check: Literal["parse", "import", "tests"] = Field(
+        "tests", description="one of parse, import, tests: what a whole change must pass first"
+    )
+    test_command: str = Field(
+        "", description="the workspace's test command (run in a copy); empty: pytest when there are tests"
+    )
+    test_timeout: float = Field(120.0, gt=0, le=3600, description="seconds the tests may take")
+    on_broken: Literal["warn", "refuse"] = Field(
+        "warn", description="one of warn, refuse: offer a failing change with a warning, or not"
+    )
+
+
 class FederationSettings(_Section):
     """A swarm spread over several machines: docs/federation.md. Off, nothing leaves this machine."""
 
@@ -228,6 +246,7 @@ class Settings(_Section):
     tools: ToolSettings = Field(default_factory=ToolSettings)
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
     federation: FederationSettings = Field(default_factory=FederationSettings)
+    refactor: RefactorSettings = Field(default_factory=RefactorSettings)
 
 
 @dataclass

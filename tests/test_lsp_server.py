@@ -52,6 +52,29 @@ FILES = {
     "shop/prices.py": "def sum_prices(prices):\n    amount = 0\n    for price in prices:\n        amount = amount + price\n    return amount\n",
     "shop/weights.py": "def sum_weights(weights):\n    mass = 0\n    for weight in weights:\n        mass = mass + weight\n    return mass\n",
     "README.md": "# tiny\n\nHelpers: add, greet, total, and a report.\n",
+    # For the codebase renames: one function used from three files, one looked up by name in a test.
+    "app/__init__.py": "",
+    "app/users.py": (
+        '"""Users."""\n\n\ndef fetch_user(user_id):\n    """Load one user."""\n'
+        '    return {"id": user_id, "name": f"user {user_id}"}\n\n\n'
+        'def load_order(order_id):\n    return {"order": order_id}\n'
+    ),
+    "app/service.py": (
+        "from app.users import fetch_user\n\n\ndef user_name(user_id):\n"
+        '    return fetch_user(user_id)["name"]\n'
+    ),
+    "app/api.py": (
+        "import app.users as users\n\n\ndef handle(user_id):\n"
+        "    # fetch_user, called through its module\n    return users.fetch_user(user_id)\n\n\n"
+        "def order(order_id):\n    return users.load_order(order_id)\n"
+    ),
+    "tests/test_app.py": (
+        "import app.users\nfrom app.api import handle, order\nfrom app.service import user_name\n\n\n"
+        'def test_handle():\n    assert handle(3)["id"] == 3\n\n\n'
+        'def test_user_name():\n    assert user_name(2) == "user 2"\n\n\n'
+        "def test_order_is_looked_up_by_name():\n"
+        '    loader = getattr(app.users, "load_" + "order")\n    assert loader(5) == order(5)\n'
+    ),
 }
 SUM_INSTRUCTION = "Use the built-in sum function."
 WAIT_S = 120.0
@@ -618,3 +641,40 @@ async def test_reindex_reports_progress_and_counts(editor: Editor, repo: Path) -
     result = await editor.command("swarm.reindex", {}, token="reindex-1")
     assert result.parsed >= 1 and result.root == str(repo)
     assert "files parsed" in editor.ended("reindex-1").message
+
+
+async def test_a_rename_across_three_files_is_one_checked_workspace_edit(editor: Editor, repo: Path) -> None:
+    applied_before = len(editor.applied)
+    result = await editor.command(
+        "swarm.refactorCodebase", {"instruction": "rename fetch_user to get_user"}, token="rename-1"
+    )
+    messages = [getattr(report, "message", "") or "" for report in editor.progress("rename-1")]
+    assert any("blast radius: 4 site(s) of fetch_user in 3 file(s)" in m for m in messages), messages
+    (radius,) = result.blast_radius
+    assert radius.files == ["app/api.py", "app/service.py", "app/users.py"] and radius.uncertain == 0
+    assert result.rename.to == "get_user" and len(result.edits) == 4
+    assert result.check.broken is False and result.check.tests.passed is True, result.check
+    assert result.applied is True, result.message
+    (params,) = editor.applied[applied_before:]
+    assert {
+        Path(to_fs_path(c.text_document.uri)).relative_to(repo).as_posix()
+        for c in params.edit.document_changes
+    } == {
+        "app/api.py",
+        "app/service.py",
+        "app/users.py",
+    }
+    api = (repo / "app/api.py").read_text()
+    assert "users.get_user(user_id)" in api and "# fetch_user, called" in api, "comments are not code"
+    assert "from app.users import get_user" in (repo / "app/service.py").read_text()
+    assert "def get_user(user_id):" in (repo / "app/users.py").read_text()
+
+
+async def test_a_change_that_breaks_the_tests_is_flagged(editor: Editor, repo: Path) -> None:
+    result = await editor.command("swarm.refactorCodebase", {"instruction": "rename load_order to get_order"})
+    assert len(result.edits) == 2, result.summary
+    assert result.check.broken is True and result.check.tests.passed is False
+    assert result.check.tests.failed_before is False, "the tests passed before the change"
+    assert "test_order_is_looked_up_by_name" in result.check.tests.output
+    assert "WARNING" in result.message and "breaks the tests" in result.message
+    assert "**Warning: the change breaks the tests" in result.summary

@@ -78,3 +78,35 @@ async def test_swarm_tools_answer_by_vote_and_write_nothing(toolbox):
         "ask_swarm",
         "propose_refactor",
     ]
+
+
+async def test_propose_refactor_without_a_path_renames_every_reference_and_applies_on_request(tmp_path):
+    bench = Bench(tmp_path)
+    toolbox = bench.toolbox(write="allow")
+    root = toolbox.workspace.root
+    try:
+        async with connect(toolbox) as client:
+            proposed = await client.call_tool("propose_refactor", {"instruction": "rename greet to salute"})
+            unchanged = {rel: (root / rel).read_text() for rel in ("pkg/greeting.py", "pkg/uses.py")}
+            applied = await client.call_tool(
+                "propose_refactor", {"instruction": "rename greet to salute", "apply": True}
+            )
+            unknown = await client.call_tool("propose_refactor", {"instruction": "rename nothing_here to x"})
+    finally:
+        await bench.aclose()
+    assert not proposed.is_error, text(proposed)
+    data = proposed.structured_content
+    assert "+++ b/pkg/greeting.py" in data["diff"] and "+++ b/pkg/uses.py" in data["diff"]
+    (radius,) = data["blast_radius"]
+    assert radius["certain"] == 3 and radius["files"] == ["pkg/greeting.py", "pkg/uses.py"]
+    assert data["check"]["broken"] is False and "imports" in data["check"]["summary"]
+    assert unchanged == {rel: FILES[rel] for rel in unchanged}, "without apply nothing is written"
+    assert not applied.is_error and applied.structured_content["applied"] is True, text(applied)
+    assert "def salute(name):" in (root / "pkg/greeting.py").read_text()
+    assert "from pkg.greeting import Registry, salute" in (root / "pkg/uses.py").read_text()
+    assert unknown.is_error and "no definition of nothing_here" in text(unknown)
+    entries = audit(toolbox)
+    assert [(entry["tool"], entry["tier"]) for entry in entries][:2] == [
+        ("propose_refactor", "write"),
+        ("propose_refactor", "write"),
+    ]

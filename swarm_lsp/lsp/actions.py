@@ -202,6 +202,7 @@ class CodebaseRequest:
     folder_uri: str | None = None
     instruction: str = ""
     max_targets: int = MAX_TARGETS
+    max_references: int | None = None
     voters: int | None = None
 
 
@@ -217,6 +218,7 @@ def parse_codebase_request(command: str, arguments: list[Any] | tuple[Any, ...])
             raise ValueError(f"{command} needs an instruction, e.g. 'rename fetch_user to load_user'")
         request.instruction = instruction
         request.max_targets = _optional_int(fields, "maxTargets", command, 1, 20) or MAX_TARGETS
+        request.max_references = _optional_int(fields, "maxReferences", command, 1, 100_000)
         request.voters = _optional_int(fields, "voters", command, 1, 64)
     return request
 

@@ -63,7 +63,9 @@ def codebase_markdown(result: CodebaseResult) -> str:
         "",
         "---",
         "",
-        f"**{verdict(result.agreement, result.low_agreement)}** (lowest among the changed pieces)",
+        f"**{verdict(result.agreement, result.low_agreement)}** (lowest among the changed pieces)"
+        if result.rename is None
+        else "**Mechanical rename**: exact edits, no vote",
     ]
     if result.sources:
         lines += ["", "Sources: " + ", ".join(f"`{source}`" for source in result.sources)]

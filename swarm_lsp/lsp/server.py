@@ -125,6 +125,7 @@ def create_server() -> SwarmServer:
             request.instruction,
             request.max_targets,
             request.voters,
+            max_references=request.max_references,
             token=_work_done_token(),
             request_id=ls.protocol.msg_id,
         )

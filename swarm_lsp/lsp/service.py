@@ -528,10 +528,12 @@ class SwarmServer(LanguageServer):
         max_targets: int,
         voters: int | None,
         *,
+        max_references: int | None = None,
         token: types.ProgressToken | None,
         request_id: Any,
     ) -> dict[str, Any]:
-        """One instruction across the codebase: plan, refactor each piece, apply one multi-file edit."""
+        """One instruction across the codebase: its blast radius, the edits, the whole change checked,
+        then one multi-file edit (with a warning when the check fails)."""
         workspace = folder.require()
         title = "swarm-lsp: Refactor codebase"
         searching = {
@@ -550,10 +552,12 @@ class SwarmServer(LanguageServer):
                 instruction,
                 lambda path: self.session.text_of(folder, path),
                 max_targets=max_targets,
+                max_references=max_references,
                 voters=voters,
                 cancel=job.cancel,
                 on_progress=progress.on_swarm,
                 on_target=on_target,
+                on_stage=lambda message: progress.report(message, None),
             )
         verdict = render.verdict(result.agreement, result.low_agreement)
         progress.end(f"{len(result.edits)} edit(s); {verdict}")
@@ -566,7 +570,10 @@ class SwarmServer(LanguageServer):
         message = f"Refactor codebase: {len(result.edits)} edit(s) in {files} file(s)"
         message += ", applied" if applied else (f", not applied: {refused}" if refused else "")
         message += f"; {verdict}"
-        low = result.low_agreement or (bool(result.edits) and not applied)
+        if result.check is not None:
+            message += f"; {'WARNING: ' if result.check.broken else ''}{result.check.summary()}"
+        low = result.low_agreement or (bool(result.edits) and not applied) or bool(result.withheld)
+        low = low or (result.check is not None and result.check.broken)
         self.tell(
             message if shown else markdown, types.MessageType.Warning if low else types.MessageType.Info
         )

@@ -251,6 +251,14 @@ EXPLAIN_CODE = Tool(
 
 
 def _prepare_propose_refactor(env: ToolEnv, args: dict[str, Any]) -> Plan:
+    if "path" not in args:
+        from swarm_lsp.tools.codebase_refactor import prepare_codebase_refactor
+
+        return prepare_codebase_refactor(env, args)
+    if "start_line" not in args or "end_line" not in args:
+        raise ToolError(
+            "with a path, give start_line and end_line; without one the whole codebase is refactored"
+        )
     safe, rel, text = _file(env, args["path"])
     text_range = _range(args, len(text.splitlines()))
     assert text_range is not None  # start_line and end_line are required by the schema
@@ -280,20 +288,36 @@ def _prepare_propose_refactor(env: ToolEnv, args: dict[str, Any]) -> Plan:
 PROPOSE_REFACTOR = Tool(
     name="propose_refactor",
     tier=Tier.READ,
+    escalates_to=Tier.WRITE,
     title="Propose a refactoring",
     description=(
-        "Rewrite a line range of a file as instructed, by a vote of local model voters (invalid code never "
-        "wins), and return the change as a unified diff with its agreement score. Writes nothing."
+        "With path and lines: rewrite that range as instructed, by a vote of local model voters (invalid "
+        "code never wins), and return the change as a unified diff with its agreement score; writes "
+        "nothing. Without a path: refactor across the codebase (a rename finds every reference and is "
+        "made mechanically; other instructions are voted per definition), check the whole change "
+        "(parse, import, the workspace's tests in a copy) and return one diff over every file, the "
+        "references found and the check; with apply: true, write it all-or-nothing (write tier)."
     ),
     input_schema={
         "type": "object",
         "properties": {
-            "path": {"type": "string"},
+            "path": {"type": "string", "description": "a file; leave out to refactor the whole codebase"},
             **_LINE_RANGE,
-            "instruction": {"type": "string", "minLength": 1, "description": "what to change"},
+            "instruction": {
+                "type": "string",
+                "minLength": 1,
+                "description": "what to change, e.g. 'rename fetch_user to load_user'",
+            },
             "voters": _voters_schema(),
+            "max_references": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100000,
+                "description": "codebase mode: references found and changed at most",
+            },
+            "apply": {"type": "boolean", "description": "codebase mode: write the change (all-or-nothing)"},
         },
-        "required": ["path", "start_line", "end_line", "instruction"],
+        "required": ["instruction"],
         "additionalProperties": False,
     },
     prepare=_prepare_propose_refactor,
