@@ -295,7 +295,8 @@ async def _rename(
             f"{rename.old} has more than {limit} references: raise refactor.max_references (or the "
             "request's limit) to rename them all; a partial rename would break the code"
         )
-    stage(f"blast radius: {radius.summary()}")
+    files = ", ".join(radius.files[:5]) + (f" +{len(radius.files) - 5}" if len(radius.files) > 5 else "")
+    stage(f"blast radius: {radius.summary()}; {files}")
     result = CodebaseResult(instruction=instruction, edits=rename_edits(radius, rename), outcomes=[])
     result.radius.append(radius)
     result.rename = rename

@@ -15,7 +15,7 @@ from swarm_lsp.basics import SwarmLspError
 from swarm_lsp.codebase import refactor_codebase
 from swarm_lsp.renaming import changed_texts
 from swarm_lsp.tools.env import ToolEnv
-from swarm_lsp.tools.fs import _prepare_apply_patch, read_text, unified_diff
+from swarm_lsp.tools.fs import prepare_apply_patch, read_text, unified_diff
 from swarm_lsp.tools.registry import Output, Plan, Progress, Tier, ToolError
 
 
@@ -59,7 +59,7 @@ def prepare_codebase_refactor(env: ToolEnv, args: dict[str, Any]) -> Plan:
         if not apply:
             tail = "Nothing was written; call again with apply: true, or apply the diff with apply_patch."
             return Output(f"{diff}\n{result.summary}\n\n{tail}", data)
-        plan = _prepare_apply_patch(env, {"patch": diff})
+        plan = prepare_apply_patch(env, {"patch": diff})
         written = await plan.run(progress)
         if written.is_error:
             return written

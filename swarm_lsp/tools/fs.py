@@ -369,7 +369,8 @@ EDIT_FILE = Tool(
 # ----------------------------------------------------------------------------------- apply_patch
 
 
-def _prepare_apply_patch(env: ToolEnv, args: dict[str, Any]) -> Plan:
+def prepare_apply_patch(env: ToolEnv, args: dict[str, Any]) -> Plan:
+    """What applying a unified diff will do, all-or-nothing (apply_patch, and propose_refactor's apply)."""
     try:
         patches = parse_patch(args["patch"])
     except PatchError as error:
@@ -476,7 +477,7 @@ APPLY_PATCH = Tool(
         "required": ["patch"],
         "additionalProperties": False,
     },
-    prepare=_prepare_apply_patch,
+    prepare=prepare_apply_patch,
 )
 
 
