@@ -139,9 +139,13 @@ def find_blast_radius(
     radius = BlastRadius(name)
     symbols = [symbol for symbol in workspace.find_symbol(name) if symbol.name == name]
     if qualified and "." in qualified:
-        symbols = [
-            s for s in symbols if s.qualified_name == qualified or s.qualified_name.endswith("." + qualified)
+        # `Class.method`, or `module.function` (`utils.fetch`, `pkg.utils.fetch`)
+        prefix = qualified.rsplit(".", 1)[0]
+        named = [s for s in symbols if f".{s.qualified_name}".endswith(f".{qualified}")]
+        in_module = [
+            s for s in symbols if s.parent is None and f".{module_of(s.path)}".endswith(f".{prefix}")
         ]
+        symbols = named or in_module
     elif any(symbol.parent is None for symbol in symbols):
         symbols = [symbol for symbol in symbols if symbol.parent is None]
     radius.definitions = [

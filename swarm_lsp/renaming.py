@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from swarm_lsp.blast_radius import BlastRadius
 from swarm_lsp.swarm.tasks import Edit, TextRange, apply_edit
 
+_NAME = r"[`'\"]?(?P<{group}>[A-Za-z_][\w.]*?)(?:\(\))?[`'\"]?"
 _RENAME = re.compile(
-    r"^\s*rename\s+(?:the\s+)?(?:function|class|method|constant|variable|type|symbol)?\s*"
-    r"[`'\"]?(?P<old>[A-Za-z_][\w.]*)[`'\"]?\s+(?:to|as|into)\s+[`'\"]?(?P<new>[A-Za-z_]\w*)[`'\"]?\s*\.?\s*$",
+    r"^\s*(?:rename|change\s+the\s+name\s+of)\s+(?:the\s+)?"
+    r"(?:function|class|method|constant|variable|type|symbol)?\s*"
+    + _NAME.format(group="old")
+    + r"\s*(?:to|as|into|->|→)\s*"
+    + _NAME.format(group="new")
+    + r"\s*\.?\s*$",
     re.IGNORECASE,
 )
 
@@ -42,6 +47,8 @@ def parse_rename(instruction: str) -> Rename | None:
         return None
     qualified, new = match.group("old"), match.group("new")
     old = qualified.rsplit(".", 1)[-1]
+    if not new.isidentifier():
+        raise RenameError(f"{new!r} is not a valid name")
     if keyword.iskeyword(new):
         raise RenameError(f"{new!r} is a Python keyword; choose another name")
     if old == new:

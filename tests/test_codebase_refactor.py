@@ -112,6 +112,13 @@ def test_a_rename_is_made_mechanically_and_its_edits_apply_together(workspace: W
         (6, True),
         (10, True),
     }
+    by_module = find_blast_radius(workspace, "total", reader(workspace), qualified="shop.prices.total")
+    assert [d.qualified_name for d in by_module.definitions] == ["total"], (
+        "module.function names the function"
+    )
+    for wording in ("change the name of total() to grand_total", "rename `prices.total` -> grand_total"):
+        parsed = parse_rename(wording)
+        assert parsed is not None and (parsed.old, parsed.new) == ("total", "grand_total"), wording
     assert parse_rename("make it faster") is None
     with pytest.raises(RenameError, match="keyword"):
         parse_rename("rename total to class")
