@@ -176,6 +176,11 @@ class ToolSettings(_Section):
         default_factory=list,
         description="extra regular expressions: commands matching one are destructive",
     )
+    command_env_allow: list[str] = Field(
+        default_factory=list,
+        description="names (or shell patterns such as GITHUB_*) of variables run_command keeps although "
+        "they look like secrets; every other variable named like a token, key or password is dropped",
+    )
     audit_file: str = Field("", description="where the audit log goes; empty: beside the index")
     cache_entries: int = Field(512, ge=0, le=1_000_000, description="read results kept in memory; 0 = none")
 

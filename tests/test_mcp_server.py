@@ -559,3 +559,18 @@ async def test_a_swarm_answer_that_draws_on_a_secret_file_is_withheld(bench):
         withhold_secrets(env, answer("Set it in .env.", [".env:1-2"]))
     with pytest.raises(Refused, match=r"deploy/server\.pem"):
         withhold_secrets(env, answer("It is configured elsewhere.", ["deploy/server.pem:1-3"]))
+
+
+async def test_run_command_gets_an_environment_without_secrets_unless_allowed(bench, monkeypatch):
+    monkeypatch.setenv("DEPLOY_API_KEY", "sk-do-not-leak-1234567890")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_allowedtokenvalue1234567890")
+    monkeypatch.setenv("PLAIN_SETTING", "visible")
+    toolbox = bench.toolbox(execute="allow", command_env_allow=["GITHUB_*"])
+    async with connect(toolbox) as client:
+        shown = await client.call_tool("run_command", {"command": "env"})
+    output = text(shown)
+    assert not shown.is_error and "PLAIN_SETTING=visible" in output
+    assert "DEPLOY_API_KEY=" not in output and "sk-do-not-leak" not in output
+    assert "GITHUB_TOKEN=ghp_allowedtokenvalue" in output, "an allowed pattern passes"
+    assert "DEPLOY_API_KEY" in shown.structured_content["withheld_variables"]
+    assert "named like secrets were not passed" in output

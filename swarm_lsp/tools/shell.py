@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import fnmatch
 import os
 import re
 import shlex
 import signal
 import stat
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from swarm_lsp.redaction import is_secret_key
 from swarm_lsp.tools.env import ToolEnv
 from swarm_lsp.tools.registry import Output, Plan, Progress, Tier, Tool, ToolError
 
@@ -83,8 +87,18 @@ def _prepare_run_command(env: ToolEnv, args: dict[str, Any]) -> Plan:
     matched = destructive_match(text, extra)
     tier = Tier.DESTRUCTIVE if matched else Tier.EXECUTE
 
+    environment, withheld = scrubbed_environment(os.environ, env.settings.command_env_allow)
+
     async def run(progress: Progress) -> Output:
-        return await _execute(command, folder.path, timeout, cap, progress, folder.shown)
+        output = await _execute(command, folder.path, timeout, cap, progress, folder.shown, environment)
+        note = ""
+        if withheld:
+            note = (
+                f"\n[{len(withheld)} environment variable(s) named like secrets were not passed: "
+                f"{', '.join(withheld)}; tools.command_env_allow lets one through]"
+            )
+        data = {**(output.data or {}), "withheld_variables": withheld}
+        return dataclasses.replace(output, text=output.text + note, data=data)
 
     summary = f"run `{text}` in {folder.shown} (limit {timeout:g}s)"
     if matched:
@@ -92,14 +106,36 @@ def _prepare_run_command(env: ToolEnv, args: dict[str, Any]) -> Plan:
     return Plan(tier, summary, run)
 
 
+def scrubbed_environment(
+    environ: Mapping[str, str], allow: Sequence[str] = ()
+) -> tuple[dict[str, str], list[str]]:
+    """This process's environment without the variables named like secrets (tokens, keys, passwords,
+    credentials; the audit log's rule), except those `allow` names; and the names dropped."""
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for name, value in environ.items():
+        if is_secret_key(name) and not any(fnmatch.fnmatchcase(name, pattern) for pattern in allow):
+            dropped.append(name)
+        else:
+            kept[name] = value
+    return kept, sorted(dropped)
+
+
 async def _execute(
-    command: str | list[str], cwd: Any, timeout: float, cap: int, progress: Progress, shown_cwd: str
+    command: str | list[str],
+    cwd: Any,
+    timeout: float,
+    cap: int,
+    progress: Progress,
+    shown_cwd: str,
+    environment: Mapping[str, str],
 ) -> Output:
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
+            env=dict(environment),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
