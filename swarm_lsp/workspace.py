@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import filelock
 
 from swarm_lsp.basics import CancellationToken, SwarmLspError
+from swarm_lsp.cache_gc import record_owner
 from swarm_lsp.config import LoadedSettings, Settings, index_data_dir, load_settings
 from swarm_lsp.index import manifest
 from swarm_lsp.index.ignore import IgnoreRules, Skipped, workspace_rules
@@ -132,6 +133,7 @@ class Workspace:
             if self._opened is not None:
                 return self._opened
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            record_owner(self.data_dir, self.root)
             embedder = self._make_embedder()
             # Opening may rebuild (schema or embedder changed): only one process may do that at once.
             with filelock.FileLock(str(self.data_dir / "writer.lock")):

@@ -136,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--status", action="store_true", help="show files, chunks, embedder, backlog, size")
     index.add_argument("--no-embed", action="store_true", help="parse and write only; embed later")
+    index.add_argument(
+        "--gc", action="store_true", help="remove the index data of workspaces that no longer exist"
+    )
+    index.add_argument("--dry-run", action="store_true", help="with --gc: say what would be removed")
 
     search = _command(
         subcommands, "search", "search the workspace index", commands.search, json="print results as JSON"

@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from swarm_lsp.cli.common import settings_of, workspace_of
+from swarm_lsp.cli.common import UsageError, settings_of, workspace_of
 from swarm_lsp.models.base import GenerationRequest, Message, Sampling
 from swarm_lsp.progress import ProgressLine
 
@@ -122,6 +123,10 @@ def models_pull(args: argparse.Namespace) -> int:
 
 
 def index(args: argparse.Namespace) -> int:
+    if args.gc:
+        return _collect_garbage(args)
+    if args.dry_run:
+        raise UsageError("index: --dry-run goes with --gc")
     with workspace_of(args) as workspace:
         if not args.status:
             unchanged = workspace.unchanged_index(embed=not args.no_embed)
@@ -134,6 +139,25 @@ def index(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.finish()
         return _print_index(args, report, workspace.status())
+
+
+def _collect_garbage(args: argparse.Namespace) -> int:
+    from swarm_lsp.cache_gc import collect_garbage
+
+    collected = collect_garbage(dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(asdict(collected) | {"freed_bytes": collected.freed_bytes, "dry_run": args.dry_run}))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for folder, root, size in collected.removed:
+        print(f"{verb} {folder} ({size / 1e6:.1f} MB): {root} no longer exists")
+    for folder in collected.busy:
+        print(f"kept {folder}: its workspace is gone but a process still holds it")
+    for folder in collected.unknown:
+        print(f"kept {folder}: it does not record its workspace (made by an older version)")
+    freed = collected.freed_bytes / 1e6
+    print(f"{verb} {len(collected.removed)} folder(s), {freed:.1f} MB; kept {collected.kept} in use")
+    return 0
 
 
 def _print_index(args: argparse.Namespace, report: SyncReport | None, status: IndexStatus) -> int:
