@@ -182,6 +182,10 @@ class ToolSettings(_Section):
         "they look like secrets; every other variable named like a token, key or password is dropped",
     )
     audit_file: str = Field("", description="where the audit log goes; empty: beside the index")
+    audit_max_kb: int = Field(
+        10_000, ge=1, le=10_000_000, description="the audit log is rotated past this size, in kB"
+    )
+    audit_keep: int = Field(5, ge=0, le=1000, description="rotated audit logs kept (audit.jsonl.1 ...)")
     cache_entries: int = Field(512, ge=0, le=1_000_000, description="read results kept in memory; 0 = none")
 
 

@@ -54,7 +54,9 @@ class Toolbox:
         self.settings = settings
         self.watch = workspace.settings.index.watch if watch is None else watch
         self.cache = ResultCache(settings.cache_entries)
-        self.audit = AuditLog(audit_path(workspace))
+        self.audit = AuditLog(
+            audit_path(workspace), max_bytes=settings.audit_max_kb * 1000, keep=settings.audit_keep
+        )
         self.journal = WriteJournal(workspace.data_dir / "pending-writes")
         self.registry: Registry[ToolEnv] = Registry(
             tools,
