@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import pytest
@@ -228,6 +229,28 @@ async def test_protected_places_are_read_only(bench, tmp_path):
     assert root_write.is_error
     assert not (root / ".git" / "hooks").exists() and not (root / "prod.env").exists()
     assert (root / ".git" / "config").read_text() == "[core]\n"
+
+
+async def test_a_file_hard_linked_from_outside_is_read_but_never_written(bench, tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    outside = tmp_path / "outside-secret.txt"
+    outside.write_text("kept\n")
+    os.link(outside, root / "linked.txt")
+    toolbox = bench.toolbox(root=root, write="allow", destructive="allow")
+    async with connect(toolbox) as client:
+        read = await client.call_tool("read_file", {"path": "linked.txt"})
+        written = await client.call_tool("write_file", {"path": "linked.txt", "content": "changed\n"})
+        edited = await client.call_tool(
+            "edit_file", {"path": "linked.txt", "old_text": "kept", "new_text": "changed"}
+        )
+        patched = await client.call_tool(
+            "apply_patch", {"patch": "--- a/linked.txt\n+++ b/linked.txt\n@@ -1 +1 @@\n-kept\n+changed\n"}
+        )
+    assert not read.is_error and "kept" in text(read)
+    for result in (written, edited, patched):
+        assert result.is_error and "hard links" in text(result), text(result)
+    assert outside.read_text() == "kept\n" and (root / "linked.txt").read_text() == "kept\n"
 
 
 async def test_index_folder_inside_the_workspace_is_read_only(bench, tmp_path):

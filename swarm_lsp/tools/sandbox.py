@@ -161,6 +161,15 @@ class Sandbox:
                     f"{raw!r} is swarm-lsp's own data ({place}: the index folder or the audit log), "
                     "which the tools may read but never change"
                 )
+        try:
+            links = os.lstat(safe.path).st_nlink
+        except OSError:  # not there yet (a new file), or unreadable: the write itself will say
+            links = 1
+        if links > 1 and stat.S_ISREG(os.lstat(safe.path).st_mode):
+            raise SandboxRefused(
+                f"{raw!r} has {links} hard links: the same file may also live outside the workspace, so the "
+                "tools do not change it; copy it to a plain file first if you want it edited"
+            )
 
     # ------------------------------------------------------------------------------- filters
 
