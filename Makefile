@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test bench lint clean vendor-dashboard
+.PHONY: setup browser mcp-inspector demo test bench lint clean vendor-dashboard
 
 setup: $(STAMP)
 
@@ -32,6 +32,29 @@ browser:
 	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 		{ echo "apt-get installed chromium but it is not on PATH; add it to PATH, then make test again." >&2; exit 1; }
 
+# tests/test_mcp_transports.py drives the official MCP Inspector CLI. It is installed here once, from npm, into
+# .cache/npm-tools (ignored by git), so the suite itself needs no network; Node.js and npm come from Debian when
+# missing.
+INSPECTOR_VERSION := 0.15.0
+INSPECTOR := .cache/npm-tools/node_modules/.bin/mcp-inspector
+
+mcp-inspector: $(INSPECTOR)
+
+$(INSPECTOR):
+	@if ! command -v npm >/dev/null 2>&1; then \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "The MCP Inspector test needs Node.js and npm: install them, then run make test again." >&2; exit 1; \
+		fi; \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
+		echo "Installing Node.js and npm for the MCP Inspector test"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm || \
+			{ $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && \
+			  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; } || exit 1; \
+	fi
+	mkdir -p .cache/npm-tools
+	npm install --silent --no-audit --no-fund --prefix .cache/npm-tools @modelcontextprotocol/inspector@$(INSPECTOR_VERSION)
+	test -x $(INSPECTOR)
+
 # The demo indexes this repository (full text; `swarm-lsp index` without --no-embed adds vectors, a few
 # minutes on 2 cores) and asks a question answered by a vote of 5 voters on the bundled model.
 demo: setup
@@ -43,7 +66,7 @@ demo: setup
 
 # The layer contracts first (a broken one fails the run at once), then the suite. pytest exits 5 when
 # it collects no tests; that must fail CI, and it does (make fails on non-zero).
-test: setup browser
+test: setup browser mcp-inspector
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs -p no:cacheprovider
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -168,14 +167,20 @@ async def test_a_non_loopback_bind_needs_the_token_on_every_request(workspace, t
 # -------------------------------------------------------------------------------------- inspector
 
 
+INSPECTOR = Path(__file__).resolve().parent.parent / ".cache" / "npm-tools" / "node_modules" / ".bin"
+
+
 def test_mcp_inspector_cli_lists_tools_and_calls_search_code(workspace):
-    npx = shutil.which("npx")
-    if npx is None:
-        pytest.skip("npx (Node.js) is not installed, so the MCP Inspector CLI cannot run")
+    program = INSPECTOR / "mcp-inspector"
+    if not program.exists():
+        pytest.fail(
+            f"the MCP Inspector CLI is not installed at {program}: run `make mcp-inspector` "
+            "(make test does) to install it from npm once"
+        )
     root, env = workspace
     server = [SWARM_LSP, "mcp", "--workspace", str(root)]
-    # Pinned: the version this test was written against (npx fetches it from the npm registry once).
-    inspector = [npx, "-y", "@modelcontextprotocol/inspector@0.15.0", "--cli", *server]
+    # Pinned in the Makefile (INSPECTOR_VERSION): the version this test was written against.
+    inspector = [str(program), "--cli", *server]
     listed = subprocess.run(
         [*inspector, "--method", "tools/list"], env=env, capture_output=True, text=True, timeout=300
     )
