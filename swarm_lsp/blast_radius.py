@@ -167,13 +167,15 @@ def find_blast_radius(
             radius.unreadable.append(path)
         elif word.search(text):
             texts[path] = text
-    providers = _providers(texts, radius.definitions)
+    # Each Python file's imports are read once; the judges of every pass share them.
+    imports = {path: _import_nodes(text) for path, text in texts.items() if path.endswith(".py")}
+    providers = _providers(imports, radius.definitions)
     for path, text in texts.items():
         occurrences = name_occurrences(path, text, name)
         if occurrences is None:
             radius.unreadable.append(path)
             continue
-        judge = _PythonJudge(path, text, radius.definitions, providers) if path.endswith(".py") else None
+        judge = _PythonJudge(path, imports[path], radius.definitions, providers) if path in imports else None
         for occurrence in occurrences:
             if occurrence.role == "keyword":
                 continue
@@ -190,15 +192,26 @@ def find_blast_radius(
     return radius
 
 
-def _providers(texts: dict[str, str], definitions: list[Definition]) -> set[str]:
+def _import_nodes(text: str) -> list[ast.Import | ast.ImportFrom]:
+    """A Python file's import statements (none when it does not parse)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return []
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+def _providers(
+    imports: dict[str, list[ast.Import | ast.ImportFrom]], definitions: list[Definition]
+) -> set[str]:
     """The modules `name` can be taken from: the defining ones, and those that import it from one
     of them under the same name (a package's ``__init__`` re-exporting it), to a fixed point."""
     providers = {d.module for d in definitions if d.module}
     while True:
         found = {
             module_of(path)
-            for path, text in texts.items()
-            if path.endswith(".py") and _PythonJudge(path, text, definitions, providers).bare_imported
+            for path, nodes in imports.items()
+            if _PythonJudge(path, nodes, definitions, providers).bare_imported
         }
         if found <= providers:
             return providers
@@ -208,7 +221,13 @@ def _providers(texts: dict[str, str], definitions: list[Definition]) -> set[str]
 class _PythonJudge:
     """Whether an occurrence in one Python file means one of the definitions."""
 
-    def __init__(self, path: str, text: str, definitions: list[Definition], providers: set[str]) -> None:
+    def __init__(
+        self,
+        path: str,
+        imports: list[ast.Import | ast.ImportFrom],
+        definitions: list[Definition],
+        providers: set[str],
+    ) -> None:
         self.path = path
         self.definitions = definitions
         self.module = module_of(path)
@@ -220,16 +239,12 @@ class _PythonJudge:
         self.import_lines: set[int] = set()
         self.module_aliases: set[str] = set()
         self.name = definitions[0].qualified_name.split(".")[-1] if definitions else ""
-        self._read_imports(text, self.name)
+        self._read_imports(imports, self.name)
 
-    def _read_imports(self, text: str, name: str) -> None:
+    def _read_imports(self, imports: list[ast.Import | ast.ImportFrom], name: str) -> None:
         """What this file imports: `name` from a providing module (bare, and on which lines), and
         the names it gives providing modules."""
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            return
-        for node in ast.walk(tree):
+        for node in imports:
             if isinstance(node, ast.ImportFrom):
                 source = self._absolute("." * node.level + (node.module or ""))
                 for alias in node.names:

@@ -19,6 +19,7 @@ security sandbox (no network or file system isolation): run only tests you would
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shlex
 import shutil
@@ -188,8 +189,6 @@ print(json.dumps(errors))
 def _import_errors(tree: Path, modules: list[str]) -> dict[str, str]:
     run = _run([sys.executable, "-c", _IMPORTER, *modules], tree, 60.0)
     try:
-        import json
-
         return dict(json.loads(run.output.strip().splitlines()[-1]))
     except (ValueError, IndexError):
         return {module: f"the import check failed: {run.output[-300:]}" for module in modules}

@@ -52,7 +52,7 @@ async def start(workspace: Workspace, *, api_host: str, api_port: int) -> None:
         log.warning("federation: the API listens on IPv6 %s; announce and beacon are IPv4 only", address)
         return
     info = workspace.model_info()
-    slots = workspace.runner.backend.info.max_parallel if workspace.model_loaded else 1
+    slots = _slots(workspace)
     await federation.announce(address=address, port=api_port, model=str(info.get("name") or ""), slots=slots)
 
 
@@ -70,12 +70,12 @@ def hello(workspace: Workspace, body: Any, host: str) -> dict[str, Any]:
         raise BadPeerRequest('send {"nonce": "<8 to 128 characters>"}')
     info = workspace.model_info()
     model = str(info.get("name") or "")
-    slots = workspace.runner.backend.info.max_parallel if workspace.model_loaded else 1
+    slots = _slots(workspace)
     return federation.hello_answer(
         nonce,
         host=host,
         model=model,
-        slots=max(1, slots),
+        slots=slots,
         active=workspace.activity.busy_sequences(),
         params_b=params_from_name(model),
     )
@@ -150,6 +150,11 @@ async def generate(
         },
     )
     return {"candidates": answer}
+
+
+def _slots(workspace: Workspace) -> int:
+    """Sequences this machine's model decodes at once (1 until it is loaded)."""
+    return max(1, workspace.runner.backend.info.max_parallel) if workspace.model_loaded else 1
 
 
 def _federation(workspace: Workspace) -> Federation:

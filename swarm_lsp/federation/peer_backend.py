@@ -23,6 +23,7 @@ from swarm_lsp.models.base import (
     GenerationTimeout,
     ModelError,
 )
+from swarm_lsp.models.remote.http import describe_transport_error, error_message_of
 
 BACKEND_NAME = "peer"
 _POLL_INTERVAL_S = 0.05
@@ -70,10 +71,12 @@ class PeerBackend:
             await asyncio.wait({work}, timeout=_POLL_INTERVAL_S)
         try:
             response = work.result()
-        except httpx.HTTPError as error:
-            raise PeerFailed(f"peer {self.label} failed mid-request: {_describe(error)}") from None
+        except httpx.TransportError as error:
+            detail = describe_transport_error(error)
+            raise PeerFailed(f"peer {self.label} failed mid-request: {detail}") from None
         if response.status_code != 200:
-            raise PeerFailed(f"peer {self.label} refused: HTTP {response.status_code} {_message(response)}")
+            message = error_message_of(response)[0]
+            raise PeerFailed(f"peer {self.label} refused: HTTP {response.status_code} {message}")
         return _candidates(request, response, self.label, self.model, time.monotonic() - started)
 
     async def aclose(self) -> None:
@@ -123,16 +126,3 @@ def _candidates(
 
 def _ended(request: GenerationRequest, index: int, reason: Any) -> Candidate:
     return Candidate(index, "", reason, request.sampling_for(index))
-
-
-def _describe(error: httpx.HTTPError) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        error = body.get("error", body) if isinstance(body, dict) else body
-        return str(error.get("message") if isinstance(error, dict) else error)[:300]
-    except ValueError:
-        return response.text.strip()[:300]
