@@ -159,9 +159,10 @@ def test_two_machines_asking_each_other_at_once_both_answer_in_full(workspace: P
     write_peers(tmp_path / "b", [{"url": urls["a"]}])
     with contextlib.ExitStack() as stack:
         for name in "ab":
-            stack.enter_context(
-                start_api(workspace, federated_env(tmp_path / name, SWARM__VOTERS="4"), ports[name])
-            )
+            # Neither lends its own model to its own votes: each vote must run on the other machine,
+            # which is exactly when two machines waiting for each other could deadlock.
+            env = federated_env(tmp_path / name, SWARM__VOTERS="4", FEDERATION__LOCAL_VOTERS="false")
+            stack.enter_context(start_api(workspace, env, ports[name]))
         for name, other in (("a", "b"), ("b", "a")):
             wait_for(
                 f"{name} sees {other}", lambda n=name, o=other: peers_seen(urls[n])[urls[o]]["status"] == "up"
