@@ -554,8 +554,8 @@ async def test_a_file_changed_while_the_user_decides_is_not_overwritten(bench, m
             "edit_file", {"path": "README.md", "old_text": "Tiny", "new_text": "Big"}
         )
     assert patched.is_error
-    if mode == "legacy":  # asked in the middle of the call: the write finds README.md changed
-        assert "changed while the call waited" in text(patched) and "restored" in text(patched)
+    if mode == "legacy":  # asked in the middle of the call: the journal finds README.md changed, unwritten
+        assert "changed while the call waited" in text(patched) and "nothing was changed" in text(patched)
     else:  # asked between two rounds: the second round sees the change before writing anything
         assert "changed while you were deciding" in text(patched)
     assert (root / "notes.txt").read_text() == FILES["notes.txt"]

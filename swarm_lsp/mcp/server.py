@@ -9,7 +9,10 @@ Nothing here decides anything: tools, tiers, policy, sandbox, approval, cache an
   elicitation. Clients on the handshake protocols (2024-11-05 ... 2025-11-25) are asked with an
   `elicitation/create` request; on 2026-07-28, where servers send no requests, the call returns
   `input_required` with the same question, and the client calls again with the answer (the
-  request state is sealed and bound to the tool and its arguments by the SDK);
+  request state is sealed and bound to the tool and its arguments by the SDK). Where there is a
+  session to remember it in (stdio: the process; HTTP on the handshake protocols: the
+  `Mcp-Session-Id` session) the question also offers "allow for this session"; stateless 2026-07-28
+  HTTP has no session, so there every call is asked;
 - resources: the index status and the repo map, read through the same registry (so audited);
 - HTTP: loopback by default; any other bind address needs a token, checked on every request.
 """
@@ -20,7 +23,7 @@ import hmac
 import json
 import logging
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,7 @@ from swarm_lsp.tools.registry import (
     Caller,
     Output,
     Refused,
+    SessionAllowance,
 )
 from swarm_lsp.tools.toolbox import Toolbox
 
@@ -69,17 +73,53 @@ APPROVAL_SCHEMA: dict[str, Any] = {
     },
     "required": ["approve"],
 }
+SESSION_FIELD = "allow_for_session"
+"""Added to APPROVAL_SCHEMA when the call may be allowed for the session; optional, so a client
+that answers only `approve` gets what it always got: this call, once."""
 RESOURCES = {
     "swarm-lsp://index/status": ("index_status", "application/json", "Index status"),
     "swarm-lsp://repo-map": ("repo_map", "text/plain", "Repository map"),
 }
 _USED_APPROVALS_KEPT = 4096
+_HTTP_SESSIONS_KEPT = 256
+
+
+class SessionAllowances:
+    """The `SessionAllowance` of each client session this server serves, in memory only.
+
+    stdio (and the in-process transport of the tests) serves one client per server: one allowance,
+    gone when the process exits. HTTP on the handshake protocols: one per `Mcp-Session-Id`, which the
+    SDK has checked belongs to this connection; the least recently used are forgotten past
+    `_HTTP_SESSIONS_KEPT` (that only means asking again). 2026-07-28 HTTP is stateless: no session, so
+    none.
+    """
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+        self._process = SessionAllowance()
+        self._http: OrderedDict[str, SessionAllowance] = OrderedDict()
+
+    def of(self, ctx: Any, modern: bool) -> SessionAllowance | None:
+        if self.transport != "http":
+            return self._process
+        if modern:
+            return None
+        headers = getattr(ctx.request, "headers", None)
+        session_id = headers.get("mcp-session-id") if headers is not None else None
+        if not session_id:
+            return None
+        allowance = self._http.pop(session_id, None) or SessionAllowance()
+        self._http[session_id] = allowance
+        while len(self._http) > _HTTP_SESSIONS_KEPT:
+            self._http.popitem(last=False)
+        return allowance
 
 
 def build_server(toolbox: Toolbox, *, transport: str) -> Server:
     """A lowlevel MCP `Server` serving `toolbox` (transport names the client in the audit log)."""
     registry = toolbox.registry
     used_approvals: deque[str] = deque(maxlen=_USED_APPROVALS_KEPT)
+    sessions = SessionAllowances(transport)
 
     def to_mcp(tool: Any) -> types.Tool:
         hints = tool.annotations
@@ -101,7 +141,7 @@ def build_server(toolbox: Toolbox, *, transport: str) -> Server:
         return types.ListToolsResult(tools=[to_mcp(tool) for tool in registry.tools()])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
-        caller = await _caller(ctx, transport, params, used_approvals)
+        caller = await _caller(ctx, transport, params, used_approvals, sessions)
         try:
             output = await registry.call(params.name, params.arguments, caller)
         except ApprovalDeferred as deferred:
@@ -126,7 +166,8 @@ def build_server(toolbox: Toolbox, *, transport: str) -> Server:
                 message=f"unknown resource {params.uri}; known: {', '.join(RESOURCES)}",
             )
         tool, mime, _title = entry
-        output = await registry.call(tool, {}, await _caller(ctx, transport, None, used_approvals))
+        caller = await _caller(ctx, transport, None, used_approvals, sessions)
+        output = await registry.call(tool, {}, caller)
         if output.is_error:
             raise MCPError(code=types.INTERNAL_ERROR, message=output.text)
         text = json.dumps(output.data, indent=2) if mime == "application/json" else output.text
@@ -168,7 +209,11 @@ def _result(output: Output) -> types.CallToolResult:
 
 
 async def _caller(
-    ctx: Any, transport: str, params: types.CallToolRequestParams | None, used: deque[str]
+    ctx: Any,
+    transport: str,
+    params: types.CallToolRequestParams | None,
+    used: deque[str],
+    sessions: SessionAllowances,
 ) -> Caller:
     session = ctx.session
     client_params = session.client_params
@@ -196,6 +241,7 @@ async def _caller(
         no_approver_reason=f"{name} does not support MCP elicitation, so it cannot ask you",
         roots=roots,
         progress=progress,
+        session=sessions.of(ctx, modern),
     )
 
 
@@ -207,23 +253,44 @@ def _can_elicit(capabilities: types.ClientCapabilities | None) -> bool:
     return elicitation.form is not None or elicitation.url is None
 
 
-def _answer(result: types.ElicitResult) -> ApprovalAnswer:
+def approval_schema(request: ApprovalRequest) -> dict[str, Any]:
+    """APPROVAL_SCHEMA, with the "for this session" checkbox when the call may be allowed so."""
+    if not request.session_choice:
+        return APPROVAL_SCHEMA
+    checkbox = {
+        "type": "boolean",
+        "title": "Don't ask again this session",
+        "description": f"with Run it checked, also run {request.session_scope} without asking "
+        "until this session ends (destructive calls are always asked)",
+        "default": False,
+    }
+    return {**APPROVAL_SCHEMA, "properties": {**APPROVAL_SCHEMA["properties"], SESSION_FIELD: checkbox}}
+
+
+def _answer(result: types.ElicitResult, request: ApprovalRequest) -> ApprovalAnswer:
     if result.action != "accept":
         return result.action
-    return "accept" if (result.content or {}).get("approve") is True else "decline"
+    content = result.content or {}
+    if content.get("approve") is not True:
+        return "decline"
+    if request.session_choice and content.get(SESSION_FIELD) is True:
+        return "accept_for_session"
+    return "accept"
 
 
 def _elicitation_approver(ctx: Any) -> Callable[[ApprovalRequest], Awaitable[ApprovalAnswer]]:
     async def approve(request: ApprovalRequest) -> ApprovalAnswer:
         try:
             result = await ctx.session.elicit_form(
-                message=request.message, requested_schema=APPROVAL_SCHEMA, related_request_id=ctx.request_id
+                message=request.message,
+                requested_schema=approval_schema(request),
+                related_request_id=ctx.request_id,
             )
         except MCPError as error:
             raise Refused(
                 f"{request.tool} needs your approval, but asking failed: {error}", decided_by="client"
             ) from None
-        return _answer(result)
+        return _answer(result, request)
 
     return approve
 
@@ -246,10 +313,12 @@ def _input_required_approver(
                     "your answer was for a different change. Call it again to see the change as it is now.",
                     decided_by="approval",
                 )
-            return _answer(response)
+            return _answer(response, request)
         key = f"approve-{secrets.token_hex(12)}"
         ask = types.ElicitRequest(
-            params=types.ElicitRequestFormParams(message=request.message, requested_schema=APPROVAL_SCHEMA)
+            params=types.ElicitRequestFormParams(
+                message=request.message, requested_schema=approval_schema(request)
+            )
         )
         state = json.dumps({"approval": key, "fingerprint": request.fingerprint})
         raise ApprovalDeferred(types.InputRequiredResult(input_requests={key: ask}, request_state=state))

@@ -76,7 +76,7 @@ class WriteJournal:
             except (OSError, ValueError, KeyError, TypeError):
                 self.end(entry)
                 continue
-            if _alive(pid):
+            if process_alive(pid):
                 continue
             if temp.is_absolute() and _TEMP_NAME.fullmatch(temp.name):
                 try:
@@ -89,7 +89,8 @@ class WriteJournal:
         return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether the process that wrote a journal entry may still be at work (this one always is)."""
     if pid == os.getpid():
         return True
     try:

@@ -1,5 +1,5 @@
 """What a tool sees while it runs: the workspace, its settings, the sandbox for this caller, the
-cache, the write journal, and two hooks (wait for the index; report what was written)."""
+cache, the write and patch journals, and two hooks (wait for the index; report what was written)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from swarm_lsp.config import ToolSettings
 from swarm_lsp.tools.atomic import FileChanged, WriteJournal
 from swarm_lsp.tools.cache import ResultCache
+from swarm_lsp.tools.patch_journal import PatchJournal
 from swarm_lsp.tools.registry import Caller, ToolError
 from swarm_lsp.tools.sandbox import SafePath, Sandbox
 
@@ -29,6 +30,8 @@ class ToolEnv:
     sandbox: Sandbox
     cache: ResultCache
     journal: WriteJournal
+    patches: PatchJournal
+    """Makes apply_patch over several files all-or-nothing across a crash."""
     caller: Caller
     index_ready: Callable[[], Awaitable[None]]
     """Wait until the first index sync has finished (search before it would miss files)."""

@@ -13,6 +13,7 @@ from swarm_lsp.code.content import is_probably_binary
 from swarm_lsp.tools.atomic import TEMP_SUFFIX, FileChanged, Stamp, atomic_write, delete_file
 from swarm_lsp.tools.env import ToolEnv, file_errors
 from swarm_lsp.tools.patch import FilePatch, PatchError, apply_file_patch, parse_patch
+from swarm_lsp.tools.patch_journal import FileChange, PendingPatch
 from swarm_lsp.tools.registry import Output, Plan, Tier, Tool, ToolError
 from swarm_lsp.tools.sandbox import SafePath
 
@@ -368,6 +369,9 @@ EDIT_FILE = Tool(
 
 # ----------------------------------------------------------------------------------- apply_patch
 
+PatchedFile = tuple[SafePath, FilePatch, str | None, str | None, Stamp | None]
+"""One file of a patch: where, its hunks, its text before and after, the stat it was read at."""
+
 
 def prepare_apply_patch(env: ToolEnv, args: dict[str, Any]) -> Plan:
     """What applying a unified diff will do, all-or-nothing (apply_patch, and propose_refactor's apply)."""
@@ -375,7 +379,7 @@ def prepare_apply_patch(env: ToolEnv, args: dict[str, Any]) -> Plan:
         patches = parse_patch(args["patch"])
     except PatchError as error:
         raise ToolError(f"the patch cannot be read: {error}") from None
-    changes: list[tuple[SafePath, FilePatch, str | None, str | None, Stamp | None]] = []
+    changes: list[PatchedFile] = []
     seen: set[str] = set()
     for patch in patches:
         if patch.old_path and patch.new_path and patch.old_path != patch.new_path:
@@ -405,7 +409,8 @@ def prepare_apply_patch(env: ToolEnv, args: dict[str, Any]) -> Plan:
     summary = "apply a patch: " + ", ".join(described)
 
     async def run(progress: Any) -> Output:
-        done: list[tuple[SafePath, str | None]] = []
+        pending = _record_in_journal(env, changes)
+        done: list[SafePath] = []
         try:
             for safe, _patch, before, after, stamp in changes:
                 with file_errors(safe.shown):
@@ -421,13 +426,21 @@ def prepare_apply_patch(env: ToolEnv, args: dict[str, Any]) -> Plan:
                             exclusive=before is None,
                             expect=stamp,
                         )
-                done.append((safe, before))
-        except ToolError as error:
-            undone = _roll_back(env, done)
-            raise ToolError(f"{error}; {undone}") from None
+                done.append(safe)
+            try:
+                pending.commit()
+            except OSError as error:
+                raise ToolError(f"the patch could not be marked done: {error.strerror or error}") from None
+        except Exception as error:
+            undone = _roll_back(env, pending)
+            if isinstance(error, ToolError):
+                raise ToolError(f"{error}; {undone}") from None
+            raise
+        else:
+            pending.close()
         finally:
             if done:
-                await env.wrote([safe for safe, _ in done])
+                await env.wrote(done)
         diff = "".join(
             unified_diff(safe.shown, before or "", after or "") for safe, _p, before, after, _s in changes
         )
@@ -444,21 +457,49 @@ def _check_unchanged(safe: SafePath, stamp: Stamp | None) -> None:
         raise FileChanged(safe.shown)
 
 
-def _roll_back(env: ToolEnv, done: Sequence[tuple[SafePath, str | None]]) -> str:
-    if not done:
-        return "nothing was changed"
-    failed = []
-    for safe, before in reversed(done):
-        try:
-            if before is None:
-                delete_file(env.sandbox, safe)
-            else:
-                atomic_write(env.sandbox, safe, before.encode("utf-8"), env.journal)
-        except OSError:
-            failed.append(safe.shown)
-    if failed:
-        return f"the files already patched could not all be restored: {', '.join(failed)}"
-    return f"the {len(done)} file(s) already patched were restored"
+def _record_in_journal(env: ToolEnv, changes: Sequence[PatchedFile]) -> PendingPatch:
+    """The patch in the journal (each file's exact bytes before and after) before anything is written."""
+    files: list[FileChange] = []
+    for safe, _patch, _before, after, stamp in changes:
+        old: bytes | None = None
+        mode: int | None = None
+        if stamp is not None:
+            try:
+                with file_errors(safe.shown):
+                    old, info = env.sandbox.read_bytes(safe)
+                    if Stamp.of(info) != stamp:
+                        raise FileChanged(safe.shown)
+                    mode = stat.S_IMODE(info.st_mode)
+            except ToolError as error:
+                raise ToolError(f"{error}; nothing was changed") from None
+        new = None if after is None else after.encode("utf-8")
+        files.append(FileChange(safe.path, safe.shown, old, new, mode))
+    try:
+        return env.patches.begin(files, env.sandbox.roots)
+    except OSError as error:
+        raise ToolError(
+            f"the patch could not be recorded in its journal ({env.patches.directory}: "
+            f"{error.strerror or error}), so nothing was changed; free some disk space or check that "
+            "folder's permissions, then call again"
+        ) from None
+
+
+def _roll_back(env: ToolEnv, pending: PendingPatch) -> str:
+    """Undo a patch that failed part-way; the journal is kept if a file could not be restored."""
+    settlement = pending.roll_back(env.sandbox, env.journal)
+    if settlement.failed:
+        return (
+            f"the files already patched could not all be restored: {'; '.join(settlement.failed)}. "
+            f"The patch journal {pending.folder} keeps their earlier content; the next server start "
+            "restores them"
+        )
+    pending.close()
+    kept = ""
+    if settlement.changed_since:
+        kept = f" ({', '.join(settlement.changed_since)} changed meanwhile and was left as it is)"
+    if not settlement.restored:
+        return "nothing was changed" + kept
+    return f"the {len(settlement.restored)} file(s) already patched were restored{kept}"
 
 
 APPLY_PATCH = Tool(

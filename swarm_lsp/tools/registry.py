@@ -5,11 +5,13 @@ A tool declares its tier once (`Tool.tier`, plus `escalates_to` when some calls 
 declaration. Every call, from any front door, goes through `Registry.call`:
 
     validate arguments -> prepare (sandbox, effective tier) -> read_only? -> policy rule
-    -> approval when the rule is `ask` -> cached result or run -> one audit line
+    -> approval when the rule is `ask` (or the session's allowance) -> cached result or run
+    -> one audit line
 
 A front door supplies a `Caller`: who is calling, how to ask the user (an `Approver`), the
-client's roots, and where progress goes. With no approver, `ask` is refused with an error that
-says which setting allows the call: nothing is ever silently allowed.
+client's roots, the client session's `SessionAllowance`, and where progress goes. With no
+approver, `ask` is refused with an error that says which setting allows the call: nothing is ever
+silently allowed.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ class Tool(Generic[EnvT]):
 
 # ------------------------------------------------------------------------------------- approval
 
-ApprovalAnswer = Literal["accept", "decline", "cancel"]
+ApprovalAnswer = Literal["accept", "accept_for_session", "decline", "cancel"]
+"""`accept_for_session`: run it, and later calls of this tool at this tier in this session too."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,13 @@ class ApprovalRequest:
     fingerprint: str = ""
     """A digest of what is approved (summary and basis): an answer given for one fingerprint
     must not be applied to a call whose fingerprint differs."""
+    session_choice: bool = False
+    """Whether the user may also allow this for the rest of the session (see SessionAllowance)."""
+
+    @property
+    def session_scope(self) -> str:
+        """What an "allow for this session" answer covers, in words."""
+        return f"later {self.tool} calls at the {self.tier.value} tier, on any path inside the workspace"
 
     @property
     def message(self) -> str:
@@ -178,7 +188,12 @@ class ApprovalRequest:
             shown = shown[:600] + "..."
         head = f"{self.client} wants to run {self.tool} ({self.tier.value}): {self.summary}"
         details = f"\n{self.details}" if self.details else ""
-        return f"{head}{details}\nArguments: {shown}"
+        session = (
+            f"\nYou may also allow {self.session_scope} until this session ends."
+            if self.session_choice
+            else ""
+        )
+        return f"{head}{details}\nArguments: {shown}{session}"
 
 
 Approver = Callable[[ApprovalRequest], Awaitable[ApprovalAnswer]]
@@ -197,6 +212,35 @@ class ApprovalDeferred(Exception):
         self.payload = payload
 
 
+class SessionAllowance:
+    """What the user allowed "for this session": (tool, effective tier) pairs, in memory only.
+
+    An allowance covers later calls of the same tool at the same effective tier, whatever path they
+    name (the sandbox still checks every path, and every write still refuses a file that changed
+    since it was read): allowing `edit_file` lets the agent edit the workspace's files without
+    asking, but not create them with `write_file`, nor overwrite one whole (a destructive call).
+    Destructive calls are never allowed for a session, each is asked, since none can be undone. A
+    `deny` rule or read_only mode is decided before any allowance is looked at, so it always wins.
+    The front door keeps one per client session (one per process on stdio); nothing is saved, so an
+    allowance ends with its session or its process.
+    """
+
+    def __init__(self) -> None:
+        self._allowed: set[tuple[str, Tier]] = set()
+
+    @staticmethod
+    def can_cover(tier: Tier) -> bool:
+        return tier is not Tier.DESTRUCTIVE
+
+    def covers(self, tool: str, tier: Tier) -> bool:
+        return (tool, tier) in self._allowed
+
+    def allow(self, tool: str, tier: Tier) -> None:
+        if not self.can_cover(tier):
+            raise ValueError(f"a {tier.value} call is asked every time; it cannot be allowed for a session")
+        self._allowed.add((tool, tier))
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is calling and what the front door can do for the call."""
@@ -208,6 +252,9 @@ class Caller:
     roots: tuple[Path, ...] | None = None
     """Folders the client says the tools may work in; None: the workspace."""
     progress: Progress = _no_progress
+    session: SessionAllowance | None = None
+    """What the user allowed for this client session; None where there is no session to remember
+    an answer in (then "allow for this session" is not offered)."""
 
 
 # --------------------------------------------------------------------------------------- policy
@@ -424,6 +471,10 @@ class Registry(Generic[EnvT]):
         record: CallRecord,
         source: str,
     ) -> None:
+        session = caller.session
+        if session is not None and session.covers(tool.name, plan.tier):
+            record.decision, record.decided_by = "allow", "session"
+            return
         if caller.approver is None:
             raise Refused(
                 f"{tool.name} needs your approval ({source}) but {caller.no_approver_reason}. "
@@ -441,9 +492,14 @@ class Registry(Generic[EnvT]):
             caller.client,
             details=plan.details,
             fingerprint=hashlib.sha256(repr(what).encode()).hexdigest(),
+            session_choice=session is not None and session.can_cover(plan.tier),
         )
         answer = await caller.approver(request)
-        if answer == "accept":
+        if answer == "accept_for_session" and session is not None and request.session_choice:
+            session.allow(tool.name, plan.tier)
+            record.decision, record.decided_by = "allow", "user_for_session"
+            return
+        if answer in ("accept", "accept_for_session"):
             record.decision, record.decided_by = "allow", "user"
             return
         verb = "declined" if answer == "decline" else "cancelled"

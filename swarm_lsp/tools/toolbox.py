@@ -1,7 +1,8 @@
-"""The tools of one workspace, ready to serve: registry, policy, cache, audit log, write journal.
+"""The tools of one workspace, ready to serve: registry, policy, cache, audit log, write and patch
+journals.
 
 A front door builds one `Toolbox` per workspace, calls `start()` (which removes temp files left by
-a crashed write and starts the first index sync in the background), passes a `Caller` to
+a crashed write and rolls patches a crash interrupted back, or forward), passes a `Caller` to
 `registry.call` for every request, and calls `close()` when it stops.
 """
 
@@ -12,12 +13,14 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from swarm_lsp.redaction import redact
 from swarm_lsp.tools.atomic import WriteJournal
 from swarm_lsp.tools.audit import AuditLog
 from swarm_lsp.tools.cache import ResultCache
 from swarm_lsp.tools.env import ToolEnv
 from swarm_lsp.tools.fs import FILE_TOOLS
-from swarm_lsp.tools.registry import Caller, Policy, Registry, Tool
+from swarm_lsp.tools.patch_journal import PatchJournal, Settlement
+from swarm_lsp.tools.registry import Caller, CallRecord, Policy, Registry, Tool
 from swarm_lsp.tools.sandbox import SafePath, Sandbox
 from swarm_lsp.tools.search import INDEX_TOOLS
 from swarm_lsp.tools.shell import SHELL_TOOLS
@@ -58,6 +61,9 @@ class Toolbox:
             audit_path(workspace), max_bytes=settings.audit_max_kb * 1000, keep=settings.audit_keep
         )
         self.journal = WriteJournal(workspace.data_dir / "pending-writes")
+        self.patches = PatchJournal(workspace.data_dir / "pending-patches", self.journal)
+        self.recovered_patches: list[Settlement] = []
+        """What `start()` found of patches a crash interrupted, and did with them."""
         self.registry: Registry[ToolEnv] = Registry(
             tools,
             Policy(settings, [tool.name for tool in tools]),
@@ -70,11 +76,46 @@ class Toolbox:
     # ----------------------------------------------------------------------------- lifecycle
 
     def start(self) -> list[Path]:
-        """Clean up after a crash; returns the temp files of interrupted writes that were removed."""
+        """Clean up after a crash; returns the temp files of interrupted writes that were removed.
+
+        Patches a crash interrupted are settled too (see patch_journal.py): each is logged, written
+        to the audit log, and kept in `recovered_patches`.
+        """
         removed = self.journal.recover()
         for path in removed:
             log.warning("removed %s, left by a write that was interrupted", path)
+        self.recovered_patches = self.patches.recover(self.sandbox)
+        for settlement in self.recovered_patches:
+            self._report_recovery(settlement)
         return removed
+
+    def _report_recovery(self, settlement: Settlement) -> None:
+        text = f"a patch interrupted by a crash was settled at start: {settlement.describe()}"
+        if settlement.changed_since or settlement.failed:
+            log.error("%s", text)
+        else:
+            log.warning("%s", text)
+        record = CallRecord(
+            client="swarm-lsp (recovery at start)",
+            tool="apply_patch",
+            arguments=redact(
+                {
+                    "journal": settlement.journal.name,
+                    "outcome": settlement.direction,
+                    "restored": settlement.restored,
+                    "changed_since": settlement.changed_since,
+                    "failed": settlement.failed,
+                }
+            ),
+            tier="write",
+            decision="allow",
+            decided_by="recovery",
+            error=None if settlement.settled and not settlement.changed_since else text,
+        )
+        try:
+            self.audit.append(record.to_dict())
+        except OSError as error:
+            log.error("could not write the audit log %s: %s", self.audit.path, error)
 
     def close(self) -> None:
         """Stop background indexing. The workspace (index, watcher, model) is closed by its owner."""
@@ -102,6 +143,7 @@ class Toolbox:
             sandbox=self.sandbox(caller.roots),
             cache=self.cache,
             journal=self.journal,
+            patches=self.patches,
             caller=caller,
             index_ready=self.ensure_index,
             wrote=self._wrote,
