@@ -69,6 +69,8 @@ class IndexStatus:
     disk_bytes: int
     watching: bool
     rebuilt_reason: str | None
+    sync_error: str | None = None
+    """Why the last sync failed (a full disk, say), until one succeeds; None when it did."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -103,6 +105,7 @@ class Workspace:
         self._lock = threading.RLock()
         self._opened: _OpenIndex | None = None
         self._watcher: Watcher | None = None
+        self._sync_error: str | None = None
         self._backend: Backend | None = None
         self._run_plan: RunPlan | None = None
         self._runner: SwarmRunner | None = None
@@ -194,7 +197,15 @@ class Workspace:
         cancel: CancellationToken | None = None,
     ) -> SyncReport:
         """Bring the whole index up to date (scan, parse, write, then embed the backlog)."""
-        return self.indexer.sync(progress=progress, embed=embed, cancel=cancel, on_full_sync=self._snapshot)
+        try:
+            report = self.indexer.sync(
+                progress=progress, embed=embed, cancel=cancel, on_full_sync=self._snapshot
+            )
+        except Exception as error:
+            self._sync_error = str(error)
+            raise
+        self._sync_error = None
+        return report
 
     def embed_backlog(self, *, cancel: CancellationToken | None = None) -> int:
         """Embed the chunks that have no vector yet (open and recent files first); returns how many."""
@@ -236,7 +247,10 @@ class Workspace:
         status = self.status().to_dict()
         status["watching"] = False
         key = manifest.fingerprint_for(self.root, self.settings)
-        manifest.write(self.data_dir, manifest.Manifest(key, files, skipped, status))
+        try:
+            manifest.write(self.data_dir, manifest.Manifest(key, files, skipped, status))
+        except OSError as error:  # the manifest only saves the next sync a scan; the index is complete
+            log.warning("could not write the no-change manifest in %s: %s", self.data_dir, error)
 
     def prioritise(self, paths: list[str]) -> None:
         """Files the user has open: their chunks are embedded before the rest of the backlog."""
@@ -269,6 +283,9 @@ class Workspace:
             disk_bytes=stats.disk_bytes,
             watching=self._watcher is not None,
             rebuilt_reason=self.store.rebuilt_reason,
+            sync_error=self._watcher.error
+            if self._watcher is not None and self._watcher.error
+            else self._sync_error,
         )
 
     # -------------------------------------------------------------- retrieval

@@ -45,6 +45,7 @@ QUESTION = [Message("user", "What is the capital of France? Answer in one senten
 class Server:
     url: str  # base URL with /v1
     port: int
+    process: subprocess.Popen[bytes] | None = None
 
 
 def free_port() -> int:
@@ -54,9 +55,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def llama_server(model: Path, *extra_args: str) -> Iterator[Server]:
-    """Run `python -m llama_cpp.server` until the block ends; the process never outlives it."""
-    port = free_port()
+def llama_server(model: Path, *extra_args: str, port: int | None = None) -> Iterator[Server]:
+    """Run `python -m llama_cpp.server` (on `port`, else a free one) until the block ends; the
+    process never outlives it."""
+    port = port or free_port()
     command = [
         sys.executable,
         "-m",
@@ -82,7 +84,7 @@ def llama_server(model: Path, *extra_args: str) -> Iterator[Server]:
         try:
             headers = {"Authorization": f"Bearer {API_KEY}"} if "--api_key" in extra_args else {}
             _wait_until_ready(process, port, log_file, headers)
-            yield Server(url=f"http://127.0.0.1:{port}/v1", port=port)
+            yield Server(url=f"http://127.0.0.1:{port}/v1", port=port, process=process)
         finally:
             process.terminate()
             try:

@@ -208,6 +208,8 @@ def _render_status(status: IndexStatus) -> str:
     ]
     if status.rebuilt_reason:
         lines.append(f"  rebuilt on open: {status.rebuilt_reason}")
+    if status.sync_error:
+        lines.append(f"  last sync failed: {status.sync_error}")
     return "\n".join(lines)
 
 

@@ -6,11 +6,12 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lancedb.expr import Expr, col, lit
 
-from swarm_lsp.index.errors import VectorSearchUnavailable
+from swarm_lsp.index.errors import VectorSearchUnavailable, explains_storage_errors
 from swarm_lsp.index.tables import CHUNKS, FTS_COLUMN, VECTOR_COLUMN, as_vector
 from swarm_lsp.index.text_query import fts_query
 
@@ -57,10 +58,12 @@ class SearchFilter:
 class ChunkSearch:
     """The search half of `IndexStore` (store.py), which it is mixed into: reads of its chunks table."""
 
+    directory: Path
     embedder_id: str | None
     _tables: dict[str, Any]
     _warned_fts_only: bool
 
+    @explains_storage_errors
     def search_fts(self, query: str, k: int = 10, filter: SearchFilter | None = None) -> list[ChunkHit]:
         """Chunks ranked by BM25 over text, path and symbol, identifiers split (see the module docstring)."""
         text = fts_query(query)
@@ -78,6 +81,7 @@ class ChunkSearch:
             hits.append(ChunkHit(**row, score=score, modes=frozenset({"fts"}), fts_score=score))
         return hits
 
+    @explains_storage_errors
     def search_vector(self, vector: Any, k: int = 10, filter: SearchFilter | None = None) -> list[ChunkHit]:
         """Chunks nearest to `vector` by cosine distance; chunks without a vector are not candidates."""
         if self.embedder_id is None:
@@ -103,6 +107,7 @@ class ChunkSearch:
             )
         return hits
 
+    @explains_storage_errors
     def search_hybrid(
         self, query: str, vector: Any | None, k: int = 10, filter: SearchFilter | None = None
     ) -> list[ChunkHit]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from swarm_lsp.basics import CancellationToken
 from swarm_lsp.index.chunker import parse_file
+from swarm_lsp.index.errors import IndexDamaged
 from swarm_lsp.index.ignore import IgnoreRules, Skipped
 from swarm_lsp.index.plan import SyncPlan, SyncReport
 from swarm_lsp.index.records import ParsedFile
@@ -148,7 +149,25 @@ class Indexer:
         """Bring the index up to date with the disk. Embeds the backlog too when `embed` is set.
 
         `on_full_sync` runs at the end of a complete scan (no `paths`, not cancelled), still inside
-        the writer lock, after the last write: the workspace writes its no-change manifest there."""
+        the writer lock, after the last write: the workspace writes its no-change manifest there.
+
+        A table found damaged on the way (a corrupted or missing file) is rebuilt empty and the sync
+        runs once more, indexing every file again."""
+        try:
+            return self._sync(paths, progress, embed, cancel, on_full_sync)
+        except IndexDamaged as error:
+            with self._writer(SyncReport()):
+                self.store.rebuild(str(error))
+            return self._sync(None, progress, embed, cancel, on_full_sync)
+
+    def _sync(
+        self,
+        paths: Iterable[str] | None,
+        progress: ProgressCallback | None,
+        embed: bool,
+        cancel: CancellationToken | None,
+        on_full_sync: Callable[[SyncReport], None] | None,
+    ) -> SyncReport:
         report = SyncReport()
         started = time.monotonic()
         with self._writer(report):

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import IvfPq
 
+from swarm_lsp.index.errors import explains_storage_errors
 from swarm_lsp.index.tables import (
     CACHE_SCHEMA,
     CHUNKS,
@@ -106,6 +107,7 @@ class Maintenance:
     _meta: dict[str, Any]
     _last_cleanup: dict[str, float]
 
+    @explains_storage_errors
     def stats(self) -> IndexStats:
         tables = self._tables
         chunks = tables[CHUNKS].count_rows()
@@ -133,6 +135,7 @@ class Maintenance:
             vector_index=index_name_of(tables[CHUNKS], VECTOR_COLUMN) is not None,
         )
 
+    @explains_storage_errors
     def maybe_optimize(self, *, force: bool = False) -> MaintenanceReport:
         """Compact, fold new rows into indexes and drop old versions where thresholds say so.
 
@@ -152,6 +155,7 @@ class Maintenance:
             created = self.create_vector_index_if_needed()
         return MaintenanceReport(tuple(optimized), created, pruned, time.monotonic() - started)
 
+    @explains_storage_errors
     def create_vector_index_if_needed(self, min_rows: int = VECTOR_INDEX_MIN_ROWS) -> bool:
         """Build the IVF-PQ vector index once `min_rows` chunks have vectors; returns whether it did.
 

@@ -92,8 +92,12 @@ def write(data_dir: Path, manifest: Manifest) -> None:
         "skipped": manifest.skipped,
         "status": manifest.status,
     }
-    temporary.write_text(json.dumps(payload, separators=(",", ":")))
-    os.replace(temporary, target)
+    try:
+        temporary.write_text(json.dumps(payload, separators=(",", ":")))
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        raise
 
 
 def read(data_dir: Path) -> Manifest | None:

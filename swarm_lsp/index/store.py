@@ -32,6 +32,13 @@ A crash inside a commit leaves only unreferenced data files, which Lance never r
 cleanup removes. `remove_orphans()` is a check that finds rows without a `files` row (none, if the
 rules hold) and deletes them.
 
+Faults. A full disk raises `IndexDiskFull` (errors.py) with what to do. Deleting rows writes too, so
+the store holds `space.reserve` (512 kB) and gives it up when a write fails on a full disk: the
+failed batch's rows are removed at once and the index stays consistent; the reserve comes back with
+the next write that has room. A table whose files are corrupted or missing is found at open (one
+column of every table is read) and recreated empty, in a new folder if it cannot be overwritten;
+found later (a read fails), it raises `IndexDamaged` and the indexer's next sync rebuilds it.
+
 The rest of the index lives beside this module: tables.py (schemas and rows), text_query.py (what
 the full-text index sees and is asked), errors.py; and the three halves `IndexStore` is mixed from:
 chunk_search.py (full-text, vector and fused search), vectors.py (the embedding cache, chunks
@@ -44,6 +51,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -70,7 +78,7 @@ from swarm_lsp.index.chunk_search import (
     in_groups,
     path_in,
 )
-from swarm_lsp.index.errors import IndexNotReady, IndexStoreError
+from swarm_lsp.index.errors import IndexNotReady, IndexStoreError, explains_storage_errors, is_disk_full
 from swarm_lsp.index.maintenance import Maintenance, index_name_of
 from swarm_lsp.index.records import SCHEMA_VERSION, Chunk, FileRecord, ParsedFile
 from swarm_lsp.index.tables import (
@@ -97,6 +105,8 @@ logger = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 JOURNAL_FILE = "pending.json"
+RESERVE_FILE = "space.reserve"
+RESERVE_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
     def vector_search_available(self) -> bool:
         return self.embedder_id is not None
 
+    @explains_storage_errors
     def _open_tables(self) -> None:
         meta = _read_meta(self.directory / META_FILE)
         existing = set(self._db.list_tables().tables)
@@ -197,26 +208,51 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
                 "the process that writes it rebuilds it when it opens it"
             )
         if reason is not None or not existing.intersection(DATA_TABLES):
-            if reason is not None:
-                logger.warning("rebuilding the index in %s: %s", self.directory, reason)
-            self.rebuilt_reason = reason
-            for name in DATA_TABLES:
-                mode = "overwrite" if name in existing else "create"
-                self._tables[name] = self._db.create_table(name, schema=schemas[name], mode=mode)
-            meta = {
-                "schema_version": SCHEMA_VERSION,
-                "embedder_id": self.embedder_id,
-                "dimension": self.dimension,
-                "created_at": time.time(),
-                "updated_at": None,
-            }
-            # Written last: a crash before this line leaves the old metadata, so the next open rebuilds again.
-            _write_meta(self.directory / META_FILE, meta)
+            meta = self._recreate_tables(reason, existing)
         self._meta = dict(meta or {})
         self._open_cache(existing)
         if not self.read_only:
             self._ensure_fts_index()
             self._recover()
+            self._keep_reserve()
+
+    def rebuild(self, reason: str) -> None:
+        """Recreate the data tables empty (the indexer then indexes every file again): for a table
+        found damaged after open. The embedding cache is kept if it is readable."""
+        self._check_writable()
+        with self._write_lock:
+            existing = set(self._db.list_tables().tables)
+            self._meta = self._recreate_tables(reason, existing)
+            self._ensure_fts_index()
+
+    def _recreate_tables(self, reason: str | None, existing: set[str]) -> dict[str, Any]:
+        if reason is not None:
+            logger.warning("rebuilding the index in %s: %s", self.directory, reason)
+        self.rebuilt_reason = reason
+        schemas = data_schemas(self.dimension)
+        for name in DATA_TABLES:
+            self._tables[name] = self._create_table(name, schemas[name], existing)
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "embedder_id": self.embedder_id,
+            "dimension": self.dimension,
+            "created_at": time.time(),
+            "updated_at": None,
+        }
+        # Written last: a crash before this line leaves the old metadata, so the next open rebuilds again.
+        _write_meta(self.directory / META_FILE, meta)
+        return meta
+
+    def _create_table(self, name: str, schema: pa.Schema, existing: set[str]) -> Any:
+        """An empty table: a new version of the old one when it is readable (readers holding the old
+        version keep working), else a new folder in place of the damaged one."""
+        if name in existing:
+            try:
+                return self._db.create_table(name, schema=schema, mode="overwrite")
+            except Exception as error:  # overwriting reads the old manifest; a damaged one cannot be
+                logger.warning("replacing the damaged %s table in %s: %s", name, self.directory, error)
+                shutil.rmtree(self.directory / f"{name}.lance", ignore_errors=True)
+        return self._db.create_table(name, schema=schema, mode="create")
 
     def _recover(self) -> None:
         journal = self.directory / JOURNAL_FILE
@@ -256,6 +292,10 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
                 return f"the {name} table could not be opened ({error})"
             if not schema.equals(schemas[name], check_metadata=False):
                 return f"the {name} table did not have the expected columns"
+            try:  # reading one column opens every data file: a missing, truncated or corrupted one fails
+                table.search().select(["path"]).to_arrow()
+            except Exception as error:
+                return f"the {name} table could not be read ({error})"
             self._tables[name] = table
         return None
 
@@ -272,8 +312,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
         if table is None:
             if self.read_only:
                 raise IndexNotReady(f"the embedding cache in {self.directory} is not ready")
-            mode = "overwrite" if EMBEDDING_CACHE in existing else "create"
-            table = self._db.create_table(EMBEDDING_CACHE, schema=schema, mode=mode)
+            table = self._create_table(EMBEDDING_CACHE, schema, existing)
         self._tables[EMBEDDING_CACHE] = table
 
     def _ensure_fts_index(self) -> None:
@@ -284,6 +323,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
 
     # ------------------------------------------------------------------ writes
 
+    @explains_storage_errors
     def replace_files(self, parsed: Sequence[ParsedFile], vectors: Mapping[str, Any] | None = None) -> None:
         """Replace every row of these files in every table: one merge_insert per table for the batch.
 
@@ -313,6 +353,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
                 self._replace(name, key, data, paths)
             self._touch(now)
 
+    @explains_storage_errors
     def touch_files(self, stats: Mapping[str, tuple[int, int]]) -> None:
         """Record a new (size, mtime_ns) for files whose content (sha256) did not change.
 
@@ -333,6 +374,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
             self._tables[FILES].merge_insert("path").when_matched_update_all().execute(data)
             self._touch(time.time())
 
+    @explains_storage_errors
     def delete_files(self, paths: Iterable[str]) -> None:
         """Remove every row of these files; the files rows go last, so a crash leaves them to retry."""
         self._check_writable()
@@ -352,18 +394,42 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
     def _journal(self, paths: list[str]) -> Iterator[None]:
         """Record the paths of a multi-table write until it has fully committed (see "Crash safety")."""
         journal = self.directory / JOURNAL_FILE
+        if journal.exists():
+            # An earlier write of this process failed and could not clean up (a full disk): finish that first.
+            self._recover()
         _write_meta(journal, {"paths": paths})
         try:
             yield
-        except BaseException:
+        except BaseException as error:
             # Some tables may hold the new rows and others not: remove them all now if we can,
-            # otherwise the journal stays and the next open does it.
+            # otherwise the journal stays and the next open does it. Deleting writes too: on a
+            # full disk the reserve is given up to make room for it.
+            if is_disk_full(error):
+                (self.directory / RESERVE_FILE).unlink(missing_ok=True)
             with contextlib.suppress(Exception):
                 self._delete_rows(paths)
                 journal.unlink()
             raise
         journal.unlink(missing_ok=True)
+        self._keep_reserve()
 
+    def _keep_reserve(self) -> None:
+        """Hold RESERVE_BYTES of disk in a file, so that a write failing on a full disk can still
+        delete its half-written rows (see `_journal`); made again once there is room."""
+        reserve = self.directory / RESERVE_FILE
+        if reserve.exists():
+            return
+        temporary = reserve.with_name(f".{RESERVE_FILE}.{os.getpid()}.tmp")
+        try:
+            with temporary.open("wb") as handle:
+                handle.write(bytes(RESERVE_BYTES))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, reserve)
+        except OSError:  # no room yet: the next write tries again
+            temporary.unlink(missing_ok=True)
+
+    @explains_storage_errors
     def remove_orphans(self) -> list[str]:
         """Delete rows whose file has no `files` row; returns their paths. The journal should leave none."""
         self._check_writable()
@@ -477,6 +543,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
         rows = self._select(SYMBOLS, where, columns).to_pylist()
         return sorted((Symbol(**row) for row in rows), key=lambda s: (s.path, s.start_line, s.qualified_name))
 
+    @explains_storage_errors
     def _select(
         self, name: str, where: Expr | None, columns: list[str], limit: int | None = None
     ) -> pa.Table:
@@ -505,8 +572,12 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 def _write_meta(path: Path, meta: Mapping[str, Any]) -> None:
     """Atomically: a crash leaves the old file or the new one, never half of one."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump(dict(meta), handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(dict(meta), handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -13,7 +14,7 @@ import pyarrow as pa
 from lancedb.expr import col, lit
 
 from swarm_lsp.index.chunk_search import IN_LIST_SIZE, in_groups, path_in
-from swarm_lsp.index.errors import VectorSearchUnavailable
+from swarm_lsp.index.errors import VectorSearchUnavailable, explains_storage_errors
 from swarm_lsp.index.records import Chunk
 from swarm_lsp.index.tables import (
     CHUNKS,
@@ -38,11 +39,13 @@ class VectorStore:
     """The vector half of `IndexStore` (store.py), which it is mixed into: it works on the store's
     chunks and embedding cache tables under the store's write lock."""
 
+    directory: Path
     embedder_id: str | None
     dimension: int | None
     _tables: dict[str, Any]
     _write_lock: threading.RLock
 
+    @explains_storage_errors
     def set_vectors(self, vectors: Mapping[str, Any]) -> int:
         """Fill in embeddings of existing chunks (chunk_id -> vector); returns how many chunks got one.
 
@@ -80,6 +83,7 @@ class VectorStore:
             self._touch(time.time())
         return int(result.num_updated_rows)
 
+    @explains_storage_errors
     def cache_vectors(self, vectors: Mapping[str, Any]) -> None:
         """Remember embeddings by chunk text hash for this embedder (text_hash -> vector)."""
         self._check_writable()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from swarm_lsp.index.indexer import Indexer
 from swarm_lsp.index.plan import SyncReport
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 1.0
+"""After a failed sync the watcher waits this long, doubling on each failure, up to RETRY_MAX_S."""
+RETRY_MAX_S = 60.0
 
 
 class Watcher:
@@ -42,6 +47,10 @@ class Watcher:
         self.force_polling = force_polling
         self.syncs = 0
         """Completed syncs (observable by tests and the status command)."""
+        self.error: str | None = None
+        """Why the last sync failed (a full disk, say); None once a sync succeeds again."""
+        self._failures = 0
+        self._retry_at = 0.0
         self._stop = threading.Event()
         """watchfiles' stop signal; `_cancel` is the same signal for the indexer's embedding."""
         self._cancel = CancellationToken()
@@ -110,7 +119,7 @@ class Watcher:
                 self._collect(changes)
                 if self._stop.is_set():
                     break
-                if self.paused or not (self._pending or self._rescan):
+                if self.paused or not (self._pending or self._rescan) or time.monotonic() < self._retry_at:
                     continue
                 self._sync_pending()
         except Exception:  # the watcher must never take the server down; it logs and stops
@@ -135,10 +144,20 @@ class Watcher:
             report = self.indexer.sync(None if rescan else paths, embed=False)
             if self.embed:
                 self.indexer.embed_backlog(cancel=self._cancel)
-        except Exception:
-            log.exception("sync after file changes failed; will retry on the next change")
+        except Exception as error:
+            # Retry with a whole-tree scan (cheap: unchanged files are only stat'ed), so whatever a
+            # failure left unindexed is caught up, and back off so a lasting fault (a full disk) is
+            # not hammered twice a second.
             self._pending.update(paths)
+            self._rescan = True
+            self._failures += 1
+            delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self._failures - 1))
+            self._retry_at = time.monotonic() + delay
+            if str(error) != self.error:
+                log.warning("sync after file changes failed (%s); retrying in %.0f s", error, delay)
+            self.error = str(error)
             return
+        self.error, self._failures, self._retry_at = None, 0, 0.0
         self.syncs += 1
         if self.on_sync is not None:
             self.on_sync(report)
