@@ -190,8 +190,15 @@ async def test_cancelling_stops_every_voter_within_a_step(model) -> None:
 
 async def test_task_cancellation_propagates_and_leaves_the_model_usable(model) -> None:
     engine = SwarmEngine([model])
-    job = asyncio.ensure_future(engine.generate(COUNTING, 3, max_tokens=2000))
-    await asyncio.sleep(1.0)
+    loop = asyncio.get_running_loop()
+    decoding = asyncio.Event()
+
+    def on_progress(event) -> None:  # called on the decoding thread
+        if event.tokens:
+            loop.call_soon_threadsafe(decoding.set)
+
+    job = asyncio.ensure_future(engine.generate(COUNTING, 3, max_tokens=2000, on_progress=on_progress))
+    await asyncio.wait_for(decoding.wait(), 120)  # cancel mid-decoding, once the first token is out
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
@@ -312,6 +319,22 @@ async def test_a_chat_that_outgrows_the_window_leaves_out_its_oldest_turns(model
     history = runner.conversations["long"].history
     assert history[-2].content.startswith("Turn 4:") or "Turn 4:" in history[-2].content
     assert len(history) < 10
+
+
+async def test_a_chat_turn_too_long_for_the_first_context_gets_a_context_that_fits(model, workspace) -> None:
+    # Found by bench/soak.py: a second turn longer than the first (another file, a longer question)
+    # no longer fit beside the first turn's context, and every voter failed on the window.
+    runner = runner_for(model, workspace, voters=1, max_tokens=40, context_length=900, compress=False)
+    first = await runner.run(Task(kind="chat", prompt="What does match_route do?", conversation_id="grow"))
+    assert first.answer.strip()
+    longer = "Please keep in mind that the routing table may hold many patterns and handlers. " * 36
+    second = await runner.run(
+        Task(kind="chat", prompt=f"{longer} So what does it return?", conversation_id="grow")
+    )
+    assert second.answer.strip()
+    assert model.last_stats.prompt_tokens + 40 <= 900
+    assert "this chat's context was chosen again to fit the model's window" in second.notes
+    assert runner.conversations["grow"].history[-2].content.endswith("So what does it return?")
 
 
 async def test_workspace_run_uses_the_configured_model(repo: Path, tmp_path: Path) -> None:

@@ -105,6 +105,11 @@ logger = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 JOURNAL_FILE = "pending.json"
+# Lance caches index and manifest pages per connection, by default up to 6 GiB and 1 GiB. Each index
+# refresh writes a new full-text index, so a server left running all day would fill them with old
+# versions: bound them to what one workspace's current index needs.
+INDEX_CACHE_BYTES = 256 * 1024 * 1024
+METADATA_CACHE_BYTES = 64 * 1024 * 1024
 RESERVE_FILE = "space.reserve"
 RESERVE_BYTES = 512 * 1024
 
@@ -175,7 +180,10 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
                 f"no index in {directory} yet; it is created by `swarm-lsp index` or the server"
             )
         directory.mkdir(parents=True, exist_ok=True)
-        db = lancedb.connect(str(directory), read_consistency_interval=timedelta(seconds=1))
+        session = lancedb.Session(
+            index_cache_size_bytes=INDEX_CACHE_BYTES, metadata_cache_size_bytes=METADATA_CACHE_BYTES
+        )
+        db = lancedb.connect(str(directory), read_consistency_interval=timedelta(seconds=1), session=session)
         store = cls(directory, db, embedder_id=embedder_id, dimension=dimension, read_only=read_only)
         store._open_tables()
         return store

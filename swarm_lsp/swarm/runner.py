@@ -35,6 +35,8 @@ summarising costs model calls before the first answer token, and their focus is 
 LOW_AGREEMENT = 0.5
 MAX_CONTEXT_SOURCES = 8
 """Sources listed from the context (the most relevant pieces first), after those the answer cites."""
+PIECE_SEPARATOR = "\n\n--- "
+"""Between two pieces of a rendered context (`ContextPack.render`)."""
 MAX_REFITS = 3
 """Times a context that overshoots the window (measured in model tokens) is retrieved again, smaller."""
 REFIT_SLACK_TOKENS = 32
@@ -186,22 +188,15 @@ class SwarmRunner:
         started = time.monotonic()
         voters = voters or self.voters
         max_tokens = options.max_tokens or max_tokens_for(task, self.max_tokens)
-        continuing = self._continues(task)
-        context, citations = await self._context(task, max_tokens, cancel, notes)
-        messages = build_messages(task, context, context_citations=citations)
-        # The budget was counted with the estimate (4 characters a token); code often runs nearer 3.
-        # Measured with the model's own tokenizer where there is one, a context that overshoots the
-        # window is retrieved again with the overshoot taken off its budget.
-        cut = 0
-        for _ in range(MAX_REFITS):
-            over = self._overshoot(messages, max_tokens)
-            if over <= 0 or not context or continuing:
-                break
-            cut += over + REFIT_SLACK_TOKENS
-            context, citations = await self._context(task, max_tokens, cancel, notes, cut=cut)
-            messages = build_messages(task, context, context_citations=citations)
-        if continuing:
+        context, citations, messages = await self._fitted(task, max_tokens, cancel, notes)
+        if self._continues(task):
             messages = self._trim_history(task, context, citations, messages, max_tokens, notes)
+            if self._overshoot(messages, max_tokens) > 0 and context:
+                # Even without its earlier turns, the chat's first context and this turn do not fit
+                # (a longer question, another file): this turn's context is chosen again, to fit.
+                self.conversations.pop(task.conversation_id or "", None)
+                notes.append("this chat's context was chosen again to fit the model's window")
+                context, citations, messages = await self._fitted(task, max_tokens, cancel, notes)
         timings["retrieve"] = time.monotonic() - started
         tick = time.monotonic()
         generated = await self.engine.generate(
@@ -284,6 +279,46 @@ class SwarmRunner:
         """A chat past its first turn: its context is fixed (the KV cache holds it)."""
         conversation = self.conversations.get(task.conversation_id or "")
         return task.kind == "chat" and conversation is not None and bool(conversation.history)
+
+    async def _fitted(
+        self, task: Task, max_tokens: int, cancel: CancellationToken | None, notes: list[str]
+    ) -> tuple[str, list[str], list[Message]]:
+        """The context, its citations and the messages for `task`. A chat past its first turn keeps
+        its context. Otherwise the budget was counted with the estimate (4 characters a token; code
+        often runs nearer 3): measured with the model's own tokenizer where there is one, a context
+        that overshoots the window is retrieved again with the overshoot taken off its budget."""
+        continuing = self._continues(task)
+        context, citations = await self._context(task, max_tokens, cancel, notes)
+        messages = build_messages(task, context, context_citations=citations)
+        cut = 0
+        for _ in range(MAX_REFITS):
+            over = self._overshoot(messages, max_tokens)
+            if over <= 0 or not context or continuing:
+                break
+            cut += over + REFIT_SLACK_TOKENS
+            context, citations = await self._context(task, max_tokens, cancel, notes, cut=cut)
+            messages = build_messages(task, context, context_citations=citations)
+        if not continuing and context and self._overshoot(messages, max_tokens) > 0:
+            return self._drop_last_pieces(task, context, citations, max_tokens, notes)
+        return context, citations, messages
+
+    def _drop_last_pieces(
+        self, task: Task, context: str, citations: list[str], max_tokens: int, notes: list[str]
+    ) -> tuple[str, list[str], list[Message]]:
+        """The last resort when retrieving again did not shrink the context enough (found by
+        bench/soak.py: an open file's pieces come back whatever the budget): leave out its last
+        pieces until the prompt fits."""
+        pieces = context.split(PIECE_SEPARATOR)
+        messages = build_messages(task, context, context_citations=citations)
+        dropped = 0
+        while pieces and self._overshoot(messages, max_tokens) > 0:
+            pieces.pop()
+            dropped += 1
+            context = PIECE_SEPARATOR.join(pieces)
+            citations = [citation for citation in citations if f"--- {citation}" in context]
+            messages = build_messages(task, context, context_citations=citations)
+        notes.append(f"{dropped} context piece(s) left out to fit the model's window")
+        return context, citations, messages
 
     def _trim_history(
         self,
