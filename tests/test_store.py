@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -614,3 +615,24 @@ def test_sigkill_mid_index_leaves_an_index_the_next_run_completes(
     assert set(store.files()) == {item.record.path for item in wanted}
     cache_keys = store._select("embedding_cache", None, ["key"]).column("key").to_pylist()
     assert len(cache_keys) == len(set(cache_keys))
+
+
+def test_file_descriptors_stay_bounded_over_many_index_refreshes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by bench/soak.py: each full-text index refresh left 4 more files open, without end.
+    monkeypatch.setattr(store_module, "REOPEN_AFTER_S", 0.0)
+    store = open_store(tmp_path / "index")
+    wanted = [parsed_file(f"pkg/m{i}.py", ["alpha", "beta"], 0) for i in range(20)]
+    store.replace_files(wanted)
+
+    def refresh(revision: int) -> None:
+        store.replace_files([parsed_file(f"pkg/m{revision % 20}.py", ["alpha", "gamma"], revision)])
+        store.maybe_optimize(force=True)
+        assert store.search_fts("gamma", k=3)
+
+    refresh(1)
+    before = len(os.listdir("/proc/self/fd"))
+    for revision in range(2, 42):
+        refresh(revision)
+    assert len(os.listdir("/proc/self/fd")) <= before + 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ class ChunkSearch:
     embedder_id: str | None
     _tables: dict[str, Any]
     _warned_fts_only: bool
+    _reopen_when_due: Callable[[], None]
 
     @explains_storage_errors
     def search_fts(self, query: str, k: int = 10, filter: SearchFilter | None = None) -> list[ChunkHit]:
@@ -69,6 +70,7 @@ class ChunkSearch:
         text = fts_query(query)
         if not text or k <= 0:
             return []
+        self._reopen_when_due()
         builder = (
             self._tables[CHUNKS]
             .search(text, query_type="fts", fts_columns=FTS_COLUMN)
@@ -92,6 +94,7 @@ class ChunkSearch:
         if k <= 0:
             return []
         query = as_vector(vector, self._require_dimension())
+        self._reopen_when_due()
         builder = (
             self._tables[CHUNKS]
             .search(query, query_type="vector", vector_column_name=VECTOR_COLUMN)

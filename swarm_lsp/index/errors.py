@@ -64,9 +64,18 @@ _DAMAGE_SIGNS = (
 
 def is_damage(error: BaseException) -> bool:
     """Whether `error`, raised by lance reading a table, means its files are corrupted or missing."""
-    return isinstance(error, (RuntimeError, ValueError, OSError)) and any(
-        sign in str(error) for sign in _DAMAGE_SIGNS
+    return (
+        isinstance(error, (RuntimeError, ValueError, OSError))
+        and any(sign in str(error) for sign in _DAMAGE_SIGNS)
+        and not is_stale_version(error)
     )
+
+
+def is_stale_version(error: BaseException) -> bool:
+    """Whether `error` is a read of a table version whose manifest is gone: another process's
+    cleanup removed a version this connection still had in view. Opening the table again fixes it."""
+    text = str(error)
+    return "Not found: " in text and "_versions/" in text and ".manifest" in text
 
 
 def _short(error: BaseException) -> str:
@@ -88,6 +97,9 @@ def explains_storage_errors(method: Method) -> Method:
         except IndexStoreError:
             raise
         except Exception as error:
+            if is_stale_version(error) and hasattr(self, "reopen"):
+                self.reopen()
+                return method(self, *args, **kwargs)
             if is_disk_full(error):
                 raise IndexDiskFull(self.directory, error) from error
             if is_damage(error):

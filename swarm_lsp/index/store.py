@@ -39,8 +39,13 @@ the next write that has room. A table whose files are corrupted or missing is fo
 column of every table is read) and recreated empty, in a new folder if it cannot be overwritten;
 found later (a read fails), it raises `IndexDamaged` and the indexer's next sync rebuilds it.
 
+Long runs. A connection keeps every full-text index version it has read open, and each refresh
+writes a new one; `reopen` starts a new connection (at most every REOPEN_AFTER_S, when the chunks
+changed, and at once when a read names a version another process's cleanup removed).
+
 The rest of the index lives beside this module: tables.py (schemas and rows), text_query.py (what
-the full-text index sees and is asked), errors.py; and the three halves `IndexStore` is mixed from:
+the full-text index sees and is asked), errors.py, disk.py (its small files and the space
+reserve); and the three halves `IndexStore` is mixed from:
 chunk_search.py (full-text, vector and fused search), vectors.py (the embedding cache, chunks
 waiting for vectors) and maintenance.py (compaction, index refreshes, the vector index, pruning).
 """
@@ -48,9 +53,7 @@ waiting for vectors) and maintenance.py (compaction, index refreshes, the vector
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import shutil
 import threading
 import time
@@ -78,6 +81,7 @@ from swarm_lsp.index.chunk_search import (
     in_groups,
     path_in,
 )
+from swarm_lsp.index.disk import give_up_reserve, keep_reserve, read_json, write_json
 from swarm_lsp.index.errors import IndexNotReady, IndexStoreError, explains_storage_errors, is_disk_full
 from swarm_lsp.index.maintenance import Maintenance, index_name_of
 from swarm_lsp.index.records import SCHEMA_VERSION, Chunk, FileRecord, ParsedFile
@@ -110,8 +114,8 @@ JOURNAL_FILE = "pending.json"
 # versions: bound them to what one workspace's current index needs.
 INDEX_CACHE_BYTES = 256 * 1024 * 1024
 METADATA_CACHE_BYTES = 64 * 1024 * 1024
-RESERVE_FILE = "space.reserve"
-RESERVE_BYTES = 512 * 1024
+REOPEN_AFTER_S = 60.0
+"""How often at most the store opens a new connection to release old index versions (`reopen`)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
         self._meta: dict[str, Any] = {}
         self._warned_fts_only = False
         self._last_cleanup: dict[str, float] = {}
+        self._opened_at = time.monotonic()
+        self._chunks_version_seen: int | None = None
 
     # ----------------------------------------------------------------- opening
 
@@ -180,11 +186,9 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
                 f"no index in {directory} yet; it is created by `swarm-lsp index` or the server"
             )
         directory.mkdir(parents=True, exist_ok=True)
-        session = lancedb.Session(
-            index_cache_size_bytes=INDEX_CACHE_BYTES, metadata_cache_size_bytes=METADATA_CACHE_BYTES
+        store = cls(
+            directory, _connect(directory), embedder_id=embedder_id, dimension=dimension, read_only=read_only
         )
-        db = lancedb.connect(str(directory), read_consistency_interval=timedelta(seconds=1), session=session)
-        store = cls(directory, db, embedder_id=embedder_id, dimension=dimension, read_only=read_only)
         store._open_tables()
         return store
 
@@ -206,7 +210,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
 
     @explains_storage_errors
     def _open_tables(self) -> None:
-        meta = _read_meta(self.directory / META_FILE)
+        meta = read_json(self.directory / META_FILE)
         existing = set(self._db.list_tables().tables)
         schemas = data_schemas(self.dimension)
         reason = self._rebuild_reason(meta, existing, schemas)
@@ -222,7 +226,28 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
         if not self.read_only:
             self._ensure_fts_index()
             self._recover()
-            self._keep_reserve()
+            keep_reserve(self.directory)
+
+    def reopen(self) -> None:
+        """A new connection and new table handles. Lance keeps every full-text index version it has
+        read open (files and cache) for the life of a connection, and each refresh writes a new one:
+        bench/soak.py measured 4 file descriptors more per refresh, without end. Dropping the old
+        connection releases them; it also forgets versions another process's cleanup removed."""
+        with self._write_lock:
+            self._db = _connect(self.directory)
+            for name in list(self._tables):
+                self._tables[name] = self._db.open_table(name)
+            self._opened_at = time.monotonic()
+
+    def _reopen_when_due(self) -> None:
+        """Reopen (see `reopen`) at most every REOPEN_AFTER_S, and only when the chunks changed."""
+        if time.monotonic() - self._opened_at < REOPEN_AFTER_S or CHUNKS not in self._tables:
+            return
+        version = self._tables[CHUNKS].version
+        if self._chunks_version_seen is not None and version != self._chunks_version_seen:
+            self.reopen()
+        self._chunks_version_seen = version
+        self._opened_at = time.monotonic()
 
     def rebuild(self, reason: str) -> None:
         """Recreate the data tables empty (the indexer then indexes every file again): for a table
@@ -248,7 +273,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
             "updated_at": None,
         }
         # Written last: a crash before this line leaves the old metadata, so the next open rebuilds again.
-        _write_meta(self.directory / META_FILE, meta)
+        write_json(self.directory / META_FILE, meta)
         return meta
 
     def _create_table(self, name: str, schema: pa.Schema, existing: set[str]) -> Any:
@@ -264,7 +289,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
 
     def _recover(self) -> None:
         journal = self.directory / JOURNAL_FILE
-        pending = _read_meta(journal)
+        pending = read_json(journal)
         if pending is None:
             journal.unlink(missing_ok=True)  # absent, or torn before its fsync: nothing was committed
             return
@@ -405,7 +430,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
         if journal.exists():
             # An earlier write of this process failed and could not clean up (a full disk): finish that first.
             self._recover()
-        _write_meta(journal, {"paths": paths})
+        write_json(journal, {"paths": paths})
         try:
             yield
         except BaseException as error:
@@ -413,29 +438,13 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
             # otherwise the journal stays and the next open does it. Deleting writes too: on a
             # full disk the reserve is given up to make room for it.
             if is_disk_full(error):
-                (self.directory / RESERVE_FILE).unlink(missing_ok=True)
+                give_up_reserve(self.directory)
             with contextlib.suppress(Exception):
                 self._delete_rows(paths)
                 journal.unlink()
             raise
         journal.unlink(missing_ok=True)
-        self._keep_reserve()
-
-    def _keep_reserve(self) -> None:
-        """Hold RESERVE_BYTES of disk in a file, so that a write failing on a full disk can still
-        delete its half-written rows (see `_journal`); made again once there is room."""
-        reserve = self.directory / RESERVE_FILE
-        if reserve.exists():
-            return
-        temporary = reserve.with_name(f".{RESERVE_FILE}.{os.getpid()}.tmp")
-        try:
-            with temporary.open("wb") as handle:
-                handle.write(bytes(RESERVE_BYTES))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, reserve)
-        except OSError:  # no room yet: the next write tries again
-            temporary.unlink(missing_ok=True)
+        keep_reserve(self.directory)
 
     @explains_storage_errors
     def remove_orphans(self) -> list[str]:
@@ -466,7 +475,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
 
     def _touch(self, when: float) -> None:
         self._meta["updated_at"] = when
-        _write_meta(self.directory / META_FILE, self._meta)
+        write_json(self.directory / META_FILE, self._meta)
 
     def _check_writable(self) -> None:
         """Called before every write: refuses a read-only store, and drops the no-change manifest
@@ -555,6 +564,7 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
     def _select(
         self, name: str, where: Expr | None, columns: list[str], limit: int | None = None
     ) -> pa.Table:
+        self._reopen_when_due()
         builder = self._tables[name].search().select(columns)
         if where is not None:
             builder = builder.where(where)
@@ -569,23 +579,8 @@ class IndexStore(ChunkSearch, VectorStore, Maintenance):
 # ------------------------------------------------------------------------ helpers
 
 
-def _read_meta(path: Path) -> dict[str, Any] | None:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _write_meta(path: Path, meta: Mapping[str, Any]) -> None:
-    """Atomically: a crash leaves the old file or the new one, never half of one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            json.dump(dict(meta), handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)  # a full disk must not leave half a file behind
-        raise
+def _connect(directory: Path) -> Any:
+    session = lancedb.Session(
+        index_cache_size_bytes=INDEX_CACHE_BYTES, metadata_cache_size_bytes=METADATA_CACHE_BYTES
+    )
+    return lancedb.connect(str(directory), read_consistency_interval=timedelta(seconds=1), session=session)
