@@ -18,6 +18,7 @@ import numpy as np
 import openai
 import pytest
 from server_processes import SWARM_LSP, api_env, api_server, write_workspace
+from waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +33,6 @@ def server(tmp_path_factory):
 
 def client(url: str, **options) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120, **options)
-
-
-def wait_for(predicate, timeout: float = 30, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not true within {timeout}s")
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -208,10 +199,11 @@ def test_a_client_that_disconnects_cancels_its_generation(server):
         records = httpx.get(f"{server.url}/api/requests").json()["requests"]
         return next((r for r in records if r["state"] == "cancelled"), None)
 
-    record = wait_for(cancelled, timeout=20)
+    record = wait_until("the abandoned request to be cancelled", cancelled, timeout=20)
     assert record["finished_at"] is not None and max(w["tokens"] for w in record["workers"]) < 1500
-    status = wait_for(
-        lambda: (s := httpx.get(f"{server.url}/api/status").json())["queue"]["running"] == 0 and s
+    status = wait_until(
+        "the queue to be empty again",
+        lambda: (s := httpx.get(f"{server.url}/api/status").json())["queue"]["running"] == 0 and s,
     )
     assert status["voters"]["busy"] == 0
     assert time.monotonic() - gone_at < 20
@@ -224,7 +216,10 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path):
         long = {"model": "swarm-plain", "messages": [{"role": "user", "content": "Tell a long story."}]}
         first = threading.Thread(target=lambda: api.chat.completions.create(**long, max_tokens=400))
         first.start()
-        wait_for(lambda: httpx.get(f"{process.url}/api/status").json()["queue"]["running"] == 1)
+        wait_until(
+            "the first request to be running",
+            lambda: httpx.get(f"{process.url}/api/status").json()["queue"]["running"] == 1,
+        )
         with pytest.raises(openai.RateLimitError) as refused:
             api.chat.completions.create(**long, max_tokens=8)
         streamed = httpx.post(f"{process.url}/v1/chat/completions", json={**long, "stream": True})

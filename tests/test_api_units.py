@@ -26,6 +26,8 @@ else:
     import tomli as tomllib
 
 # ------------------------------------------------------------------------------------------- queue
+# `await asyncio.sleep(0)` below is one turn of the event loop, not a wait for time to pass: the task
+# just created runs up to its first await (taking its turn, or its place in the line).
 
 
 async def test_the_queue_serves_requests_in_arrival_order():

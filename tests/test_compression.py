@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import json.decoder
 import re
 from collections.abc import Callable
@@ -310,16 +310,22 @@ class Recording:
 
 
 class CancelsDuringTheFirstRequest(Recording):
+    """Cancels as the first request's first token arrives, so the model is stopped mid-decoding."""
+
     def __init__(self, inner: LlamaCppBackend, cancel: CancellationToken) -> None:
         super().__init__(inner)
         self.cancel = cancel
 
     async def generate(self, request: GenerationRequest) -> list[Candidate]:
         self.requests.append(request)
-        running = asyncio.ensure_future(self.inner.generate(request))
-        await asyncio.sleep(0.05)
-        self.cancel.cancel()
-        result = await running
+        forward = request.on_token
+
+        def on_token(index: int, text: str) -> None:
+            self.cancel.cancel()
+            if forward is not None:
+                forward(index, text)
+
+        result = await self.inner.generate(dataclasses.replace(request, on_token=on_token))
         self.candidates.extend(result)
         return result
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import waiting
 from server_processes import READY_LINE, SWARM_LSP, ServerProcess, api_env, serving, write_workspace
 
 from swarm_lsp.federation.protocol import sign
@@ -73,15 +74,10 @@ def peers_seen(url: str) -> dict[str, dict[str, Any]]:
     return {peer["url"]: peer for peer in httpx.get(f"{url}/api/peers", timeout=10).json()["peers"]}
 
 
-def wait_for(what: str, condition: Callable[[], Any], timeout: float = 60.0, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+def wait_until(what: str, condition: Callable[[], Any], timeout: float = 60.0, every: float = 0.25) -> Any:
+    """`waiting.wait_until`, looking every 0.25 s by default: each look is an HTTP request to a server
+    that may be busy voting."""
+    return waiting.wait_until(what, condition, timeout=timeout, every=every)
 
 
 def chat(url: str, text: str = "Say hello.", **extra: Any) -> dict[str, Any]:
@@ -117,7 +113,7 @@ def test_three_processes_vote_together_and_survive_one_killed_mid_vote(
     with contextlib.ExitStack() as stack:
         servers = {name: stack.enter_context(start_api(workspace, envs[name], ports[name])) for name in "abc"}
         a = urls["a"]
-        wait_for("b and c up", lambda: all(peers_seen(a)[urls[n]]["status"] == "up" for n in "bc"))
+        wait_until("b and c up", lambda: all(peers_seen(a)[urls[n]]["status"] == "up" for n in "bc"))
         seen = peers_seen(a)[urls["b"]]
         assert seen["trust"] == "trusted" and seen["model"] and seen["latency_ms"] is not None
         assert SECRET not in httpx.get(f"{a}/api/peers").text and SECRET not in servers["a"].log
@@ -131,7 +127,7 @@ def test_three_processes_vote_together_and_survive_one_killed_mid_vote(
         question = "Count from one to one hundred, one number per line."
         asking = threading.Thread(target=lambda: answer.update(chat(a, question)))
         asking.start()
-        victim = wait_for(
+        victim = wait_until(
             "a peer decoding voters",
             lambda: next((n for n in "bc" if peer_requests_running(urls[n])), None),
             timeout=120,
@@ -145,11 +141,11 @@ def test_three_processes_vote_together_and_survive_one_killed_mid_vote(
         assert vote["degraded"] and lost in vote["failed_nodes"], vote
         assert answer["choices"][0]["message"]["content"].strip()
         assert any("degraded" in note and lost in note for note in vote["notes"]), vote["notes"]
-        wait_for("the killed peer marked down", lambda: peers_seen(a)[urls[victim]]["status"] == "down")
+        wait_until("the killed peer marked down", lambda: peers_seen(a)[urls[victim]]["status"] == "down")
 
         # Restarted on its port, it is checked again (breaker half-open) and comes back.
         stack.enter_context(start_api(workspace, envs[victim], ports[victim]))
-        wait_for("the restarted peer up again", lambda: peers_seen(a)[urls[victim]]["status"] == "up")
+        wait_until("the restarted peer up again", lambda: peers_seen(a)[urls[victim]]["status"] == "up")
 
 
 def test_two_machines_asking_each_other_at_once_both_answer_in_full(workspace: Path, tmp_path: Path) -> None:
@@ -164,7 +160,7 @@ def test_two_machines_asking_each_other_at_once_both_answer_in_full(workspace: P
             env = federated_env(tmp_path / name, SWARM__VOTERS="4", FEDERATION__LOCAL_VOTERS="false")
             stack.enter_context(start_api(workspace, env, ports[name]))
         for name, other in (("a", "b"), ("b", "a")):
-            wait_for(
+            wait_until(
                 f"{name} sees {other}", lambda n=name, o=other: peers_seen(urls[n])[urls[o]]["status"] == "up"
             )
         answers: dict[str, dict[str, Any]] = {}
@@ -191,7 +187,7 @@ def llama_cpp_server(model: Path, api_key: str) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         headers = {"Authorization": f"Bearer {api_key}"}
-        wait_for("llama_cpp.server", lambda: _answers(f"{base}/v1/models", headers), timeout=120)
+        wait_until("llama_cpp.server", lambda: _answers(f"{base}/v1/models", headers), timeout=120)
         yield base
     finally:
         process.terminate()
@@ -213,14 +209,16 @@ def test_a_llama_cpp_server_is_an_engine_peer_and_a_wrong_token_says_so(
         write_peers(home, [{"url": engine, "token": "wrong-key"}])
         port = free_port()
         with start_api(workspace, federated_env(home, SWARM__VOTERS="4"), port) as server:
-            refused = wait_for("the wrong token reported", lambda: peers_seen(server.url)[engine]["problem"])
+            refused = wait_until(
+                "the wrong token reported", lambda: peers_seen(server.url)[engine]["problem"]
+            )
             assert "token" in refused and peers_seen(server.url)[engine]["status"] == "down"
             assert "wrong-key" not in httpx.get(f"{server.url}/api/peers").text
             added = httpx.post(
                 f"{server.url}/api/peers", json={"url": engine, "token": "engine-key", "kind": "auto"}
             )
             assert added.status_code == 200, added.text
-            peer = wait_for(
+            peer = wait_until(
                 "the engine up", lambda: (p := peers_seen(server.url)[engine])["status"] == "up" and p
             )
             assert peer["kind"] == "engine" and peer["trust"] == "by configuration"
@@ -248,7 +246,7 @@ def test_mdns_finds_real_peers_and_only_the_one_with_the_secret_is_trusted(
             found = {url: peer["status"] for url, peer in seen.items()}
             return found if found.get(b) == "up" and found.get(c) == "seen, not trusted" else None
 
-        seen = wait_for("b trusted and c seen", statuses, timeout=90)
+        seen = wait_until("b trusted and c seen", statuses, timeout=90)
         assert f"http://127.0.0.1:{ports['a']}" not in seen, "a process does not list itself"
         assert peers_seen(servers["a"].url)[b]["sources"] == ["mdns"]
         # c is shown but gets no voters.
@@ -256,7 +254,9 @@ def test_mdns_finds_real_peers_and_only_the_one_with_the_secret_is_trusted(
         assert f"127.0.0.1:{ports['c']}" not in vote["placed"], vote["placed"]
         servers["b"].process.terminate()  # a clean exit unregisters
         servers["b"].process.wait(15)
-        wait_for("b gone", lambda: peers_seen(servers["a"].url)[b]["status"] in ("gone", "down"), timeout=30)
+        wait_until(
+            "b gone", lambda: peers_seen(servers["a"].url)[b]["status"] in ("gone", "down"), timeout=30
+        )
 
 
 def test_the_beacon_finds_peers_with_mdns_off(workspace: Path, tmp_path: Path) -> None:
@@ -274,7 +274,7 @@ def test_the_beacon_finds_peers_with_mdns_off(workspace: Path, tmp_path: Path) -
             for name in "ab"
         }
         b = f"http://127.0.0.1:{ports['b']}"
-        peer = wait_for(
+        peer = wait_until(
             "b found by beacon", lambda: peers_seen(servers["a"].url).get(b, {}).get("status") == "up"
         )
         assert peer
@@ -333,7 +333,7 @@ def test_bad_peers_get_a_clear_status_and_the_vote_goes_on_without_them(
                     else None
                 )
 
-            seen = wait_for("every bad peer checked", settled)
+            seen = wait_until("every bad peer checked", settled)
             assert seen[unreachable]["status"] == "down" and "unreachable" in seen[unreachable]["problem"]
             assert seen[garbage]["status"] == "down" and "not JSON" in seen[garbage]["problem"]
             assert seen[future]["status"] == "incompatible" and "protocol 99" in seen[future]["problem"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from swarm_lsp.config import load_settings
 from swarm_lsp.index.indexer import WRITE_BATCH_VECTORS
@@ -124,7 +125,7 @@ def test_edit_reparses_only_that_file_and_embeds_only_changed_chunks(
         edited = SERVICE_PY.replace(
             "return sum(item.price for item in items)", "return sum(i.price for i in items)"
         )
-        time.sleep(0.01)
+        time.sleep(0.01)  # a new mtime as well as new content, as a real edit has
         (tree / "shop/service.py").write_text(edited)
         report = ws.index()
         assert report.parsed == 1 and report.unchanged == 2
@@ -315,7 +316,7 @@ def test_sigkill_mid_index_then_the_next_run_completes_without_duplicates(tmp_pa
         if (data / "index").exists() and sum(1 for _ in (data / "index").rglob("*.lance")) >= 3:
             break
         time.sleep(0.05)
-    time.sleep(0.5)
+    time.sleep(0.5)  # then let it write on, so the kill lands further in (the test holds wherever it lands)
     was_running = victim.poll() is None
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -379,7 +380,7 @@ def test_a_large_backlog_runs_on_every_core_and_a_save_on_one_thread(
         assert asked[0] == 2
         asked.clear()
         module = root / "pkg0" / "mod0.py"
-        time.sleep(0.01)
+        time.sleep(0.01)  # a new mtime as well as new content, as a real edit has
         module.write_text(module.read_text().replace("return value * 0 + 0", "return value - 1"))
         report = ws.index()
         assert report.parsed == 1 and report.embedded == 1
@@ -436,36 +437,35 @@ def test_open_files_are_embedded_first_even_when_a_first_index_parses_thousands(
         assert any("def second_0()" in text for text in first_round)
 
 
-def wait_for(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def test_watcher_picks_up_an_edit_and_a_burst_as_few_syncs(tree: Path, tmp_path: Path) -> None:
     with open_workspace(tree, tmp_path / "data") as ws:
         ws.index()
         watcher = ws.start_watching(debounce_ms=300)
         (tree / "shop/utils.py").write_text(UTILS_PY + "\ndef watched_function_abc():\n    return 1\n")
-        assert wait_for(lambda: watcher.syncs >= 1)
-        assert wait_for(lambda: bool(ws.search("watched_function_abc", mode="fts")))
+        wait_until("the watcher's first sync", lambda: watcher.syncs >= 1)
+        wait_until("the edit to be searchable", lambda: ws.search("watched_function_abc", mode="fts"))
         before = watcher.syncs
         burst = tree / "burst"
         burst.mkdir()
         for number in range(1000):
             (burst / f"file{number}.py").write_text(f"def burst_{number}():\n    return {number}\n")
-        assert wait_for(lambda: sum(p.startswith("burst/") for p in ws.store.files()) == 1000, timeout=120)
+        wait_until(
+            "the 1,000 burst files to be indexed",
+            lambda: sum(p.startswith("burst/") for p in ws.store.files()) == 1000,
+            timeout=120,
+        )
         assert watcher.syncs - before <= 3
         watcher.pause()
         (tree / "shop/service.py").unlink()
+        # Nothing to wait for: the claim is that nothing happens. A second is several times what a
+        # running watcher needs to sync a deletion (300 ms debounce, 50 ms steps).
         time.sleep(1.0)
         assert "shop/service.py" in ws.store.files()
         watcher.resume()
         (tree / "README.md").write_text("# Shop\n\nResumed.\n")
-        assert wait_for(lambda: "shop/service.py" not in ws.store.files())
+        wait_until(
+            "the deletion made while paused to be synced", lambda: "shop/service.py" not in ws.store.files()
+        )
 
 
 def test_name_patterns_match_exactly_as_gitignore_does(tmp_path: Path) -> None:

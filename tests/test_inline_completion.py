@@ -101,7 +101,7 @@ async def test_a_newer_request_supersedes_the_older_one(editor: Editor) -> None:
     editor.edit(uri, types.Range(types.Position(7, 0), types.Position(7, 0)), "    return ")
     cursor = end_of(editor, uri, 7)
     older = asyncio.ensure_future(inline(editor, uri, cursor.line, cursor.character))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: the older request is sent first (no time passes)
     newer = await inline(editor, uri, cursor.line, cursor.character)
     assert await older is None
     assert newer is None or newer.items[0].range.start == cursor

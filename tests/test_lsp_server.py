@@ -26,6 +26,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pygls.uris import from_fs_path, to_fs_path
 from pytest_lsp import LanguageClient, client_capabilities, make_test_lsp_client
+from waiting import wait_until_async
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -216,16 +217,9 @@ class Editor:
         return [chunk for chunk in self.chunks if chunk.kind == kind]
 
 
-async def wait_until(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Poll until `condition()` is truthy (no timing is asserted; the timeout only ends a hang)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+async def wait_until(what: str, condition: Callable[[], Any]) -> Any:
+    """`wait_until_async` with this module's deadline (the bundled model answers slowly on 2 cores)."""
+    return await wait_until_async(what, condition, timeout=WAIT_S)
 
 
 def line_range(first: int, last_exclusive: int) -> types.Range:
@@ -321,7 +315,7 @@ async def test_initialize_declares_the_features_and_indexing_reports_progress(ed
                 return next((r for r in reports if isinstance(r, types.WorkDoneProgressEnd)), None)
         return None
 
-    end = await wait_until(indexing_ended, "the indexing progress to end")
+    end = await wait_until("the indexing progress to end", indexing_ended)
     assert f"{len(FILES)} files parsed" in end.message
     status = await editor.command("swarm.status")
     (folder,) = status.folders
@@ -481,11 +475,10 @@ async def test_cancelling_stops_decoding_and_the_server_goes_on(editor: Editor, 
     async def max_tokens() -> int:
         return (await editor.command("swarm.status")).folders[0].settings.max_tokens
 
-    for _ in range(200):
-        if await max_tokens() == 400:
-            break
-        await asyncio.sleep(0.05)
-    assert await max_tokens() == 400
+    async def max_tokens_is(value: int) -> bool:
+        return await max_tokens() == value
+
+    await wait_until("the server to apply max_tokens = 400", lambda: max_tokens_is(400))
     counting = {"message": "Count from 1 to 300, separated by commas."}
 
     # 1. $/cancelRequest on the executeCommand request.
@@ -499,12 +492,12 @@ async def test_cancelling_stops_decoding_and_the_server_goes_on(editor: Editor, 
             types.WORKSPACE_EXECUTE_COMMAND, request, msg_id="cancel-me"
         )
     )
-    await wait_until(lambda: any(not c.done for c in editor.chunks[started:]), "the first streamed text")
+    await wait_until("the first streamed text", lambda: any(not c.done for c in editor.chunks[started:]))
     editor.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
     with pytest.raises(JsonRpcException) as cancelled:
         await pending
     assert cancelled.value.code == -32800
-    end = await wait_until(lambda: editor.ended("cancel-1"), "the cancelled request's progress to end")
+    end = await wait_until("the cancelled request's progress to end", lambda: editor.ended("cancel-1"))
     assert end.message.startswith("cancelled after ")
     assert int(end.message.split()[2]) < 2 * 400, "decoding should stop long before max_tokens"
 
@@ -514,7 +507,7 @@ async def test_cancelling_stops_decoding_and_the_server_goes_on(editor: Editor, 
         command="swarm.chat", arguments=[counting], work_done_token="cancel-2"
     )
     pending = asyncio.ensure_future(editor.client.workspace_execute_command_async(request))
-    await wait_until(lambda: any(not c.done for c in editor.chunks[started:]), "the first streamed text")
+    await wait_until("the first streamed text", lambda: any(not c.done for c in editor.chunks[started:]))
     editor.client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token="cancel-2"))
     with pytest.raises(JsonRpcException) as cancelled:
         await pending
@@ -524,11 +517,7 @@ async def test_cancelling_stops_decoding_and_the_server_goes_on(editor: Editor, 
 
     editor.client.set_configuration({}, section="swarm-lsp")
     editor.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
-    for _ in range(200):
-        if await max_tokens() == 32:
-            break
-        await asyncio.sleep(0.05)
-    assert await max_tokens() == 32
+    await wait_until("the server to apply the default max_tokens again (32)", lambda: max_tokens_is(32))
     answer = await editor.command("swarm.ask", {"question": "Which function adds two numbers?"})
     assert answer.answer.strip(), "the server answers again after the cancellations"
 
@@ -571,7 +560,7 @@ async def test_a_stale_edit_is_refused_and_nothing_is_applied(editor: Editor) ->
         "instruction": "Use len(values) instead of the loop.",
     }
     pending = asyncio.ensure_future(editor.command("swarm.refactor", arguments, token="stale-1"))
-    await wait_until(lambda: editor.progress("stale-1"), "the refactor to start")
+    await wait_until("the refactor to start", lambda: editor.progress("stale-1"))
     # The user types inside the selection while the voters run.
     editor.edit(uri, types.Range(start=types.Position(1, 9), end=types.Position(1, 9)), "  # typed meanwhile")
     result = await pending
@@ -626,8 +615,8 @@ async def test_invalid_settings_from_the_editor_are_reported_and_the_old_ones_ke
     editor.client.set_configuration({"swarm": {"voters": "many"}}, section="swarm-lsp")
     editor.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
     message = await wait_until(
-        lambda: next((m for m in editor.client.messages[before:] if "swarm.voters" in m.message), None),
         "the settings error",
+        lambda: next((m for m in editor.client.messages[before:] if "swarm.voters" in m.message), None),
     )
     assert message.type == types.MessageType.Error
     assert "'many'" in message.message and "keeping the previous settings" in message.message

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 
 import pytest
 from test_mcp_support import FILES, Bench, Elicitor, audit, connect, text
+from waiting import wait_until_async
 
 READ_TOOLS = {
     "read_file",
@@ -457,12 +457,15 @@ async def test_the_watcher_invalidates_cached_search_results(bench):
     async with connect(toolbox) as client:
         before = await client.call_tool("search_code", {"query": "quokkafish"})
         assert before.structured_content["hits"] == []
+        generation = toolbox.cache.generation
         (toolbox.workspace.root / "pkg" / "animals.py").write_text("def quokkafish():\n    return 1\n")
-        deadline = time.monotonic() + 20
-        hits: list = []
-        while time.monotonic() < deadline and not hits:
-            await asyncio.sleep(0.3)
-            hits = (await client.call_tool("search_code", {"query": "quokkafish"})).structured_content["hits"]
+        # A sync by the watcher bumps the cache's index generation, which makes cached searches stale.
+        await wait_until_async(
+            "the watcher to sync pkg/animals.py (the cache's index generation to change)",
+            lambda: toolbox.cache.generation != generation,
+        )
+        after = await client.call_tool("search_code", {"query": "quokkafish"})
+    hits = after.structured_content["hits"]
     assert hits and hits[0]["path"] == "pkg/animals.py"
 
 

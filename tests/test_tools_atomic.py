@@ -110,7 +110,7 @@ def test_exclusive_create_and_expected_stamp_refuse_a_file_that_changed(tmp_path
     with pytest.raises(FileExistsError):
         atomic_write(sandbox, safe, b"second", journal, exclusive=True)
     stamp = Stamp.of(os.stat(root / "sub" / "new.txt"))
-    time.sleep(0.01)
+    time.sleep(0.01)  # a later mtime too, as an edit by another program has
     (root / "sub" / "new.txt").write_bytes(b"edited elsewhere")
     with pytest.raises(FileChanged):
         atomic_write(sandbox, safe, b"third", journal, expect=stamp)
