@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from test_indexer import INDEX_SCRIPT, generated_tree, open_workspace
+from waiting import wait_until
 
 from swarm_lsp.index.errors import IndexDamaged, IndexDiskFull
 from swarm_lsp.workspace import Workspace
@@ -99,17 +100,18 @@ def test_the_watcher_backs_off_on_a_full_disk_and_catches_up_when_space_returns(
         watcher = ws.start_watching(debounce_ms=100)
         grow(disk, f"{disk_used_kb(disk) + 8}k")
         generated_tree(root / "more", 300)
-        deadline = time.monotonic() + 120
-        while watcher.error is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert watcher.error is not None and "is full" in watcher.error
-        assert ws.status().sync_error == watcher.error
+        error = wait_until("the watcher's sync to fail on the full disk", lambda: watcher.error, timeout=120)
+        assert "is full" in error
+        assert ws.status().sync_error == error
 
         grow(disk, "60m")
         # No new change is needed: the retry is a whole-tree scan that indexes what the failure left.
-        while (watcher.error is not None or ws.status().files < 360) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert watcher.error is None and ws.status().sync_error is None
+        wait_until(
+            "the watcher to catch up once space returned",
+            lambda: watcher.error is None and ws.status().files >= 360,
+            timeout=120,
+        )
+        assert ws.status().sync_error is None
         assert consistency(ws) == fresh_counts(root, tmp_path / "fresh")
 
 
