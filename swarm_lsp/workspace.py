@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,6 +23,7 @@ from swarm_lsp.config import LoadedSettings, Settings, index_data_dir, load_sett
 from swarm_lsp.index import manifest
 from swarm_lsp.index.ignore import IgnoreRules, Skipped, workspace_rules
 from swarm_lsp.index.plan import SyncReport
+from swarm_lsp.index.skiplist import SKIPPED_FILE
 from swarm_lsp.progress import ProgressCallback
 from swarm_lsp.swarm.activity import Activity
 from swarm_lsp.swarm.queue import QueueFull, RequestQueue
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SKIPPED_SHOWN = 50
+"""Skipped files listed by name in the status (all are counted)."""
+
 
 class EmbedderUnavailable(SwarmLspError):
     """The index has no embedder, so nothing can be embedded."""
@@ -71,6 +75,10 @@ class IndexStatus:
     rebuilt_reason: str | None
     sync_error: str | None = None
     """Why the last sync failed (a full disk, say), until one succeeds; None when it did."""
+    skipped_files: int = 0
+    """Files the index leaves out (binary, too large, unreadable, a name that is not UTF-8...)."""
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """The first SKIPPED_SHOWN of them, each {"path", "reason"}."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -153,6 +161,7 @@ class Workspace:
                 rules,
                 lock_path=self.data_dir / "writer.lock",
                 chunk_tokens=self.settings.index.chunk_tokens,
+                skipped_path=self.data_dir / SKIPPED_FILE,
             )
             self._opened = _OpenIndex(store, indexer, Retriever(store, embedder), embedder, rules)
             return self._opened
@@ -269,6 +278,7 @@ class Workspace:
 
     def status(self) -> IndexStatus:
         stats = self.store.stats()
+        skipped = self.indexer.skipped()
         return IndexStatus(
             root=str(self.root),
             location=str(self.data_dir),
@@ -283,6 +293,8 @@ class Workspace:
             disk_bytes=stats.disk_bytes,
             watching=self._watcher is not None,
             rebuilt_reason=self.store.rebuilt_reason,
+            skipped_files=len(skipped),
+            skipped=[{"path": item.path, "reason": item.reason} for item in skipped[:SKIPPED_SHOWN]],
             sync_error=self._watcher.error
             if self._watcher is not None and self._watcher.error
             else self._sync_error,

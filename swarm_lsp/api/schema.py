@@ -33,7 +33,7 @@ class ChatMessage(_Body):
         if self.content is None:
             return ""
         if isinstance(self.content, str):
-            return self.content
+            return _checked_text(self.content, f"messages[{index}].content")
         pieces = []
         for number, part in enumerate(self.content):
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
@@ -44,8 +44,23 @@ class ChatMessage(_Body):
                     param=f"messages[{index}].content[{number}]",
                     code="unsupported_content",
                 )
-            pieces.append(part["text"])
+            pieces.append(_checked_text(part["text"], f"messages[{index}].content[{number}].text"))
         return "\n".join(pieces)
+
+
+def _checked_text(text: str, param: str) -> str:
+    """`text`, unless it holds a lone surrogate (JSON's "\\ud800" decodes to one): no model reads that."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ApiError(
+            400,
+            f"{param} holds a lone UTF-16 surrogate at character {error.start}, which is not text; "
+            "send valid Unicode",
+            param=param,
+            code="invalid_value",
+        ) from None
+    return text
 
 
 class StreamOptions(_Body):
@@ -115,6 +130,10 @@ async def read_json(request: Request) -> Any:
         return json.loads(body)
     except ValueError as error:
         raise ApiError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(
+            400, "the request body nests arrays or objects too deeply to read", code="invalid_json"
+        ) from None
 
 
 def parse(model: type[_Body], body: Any) -> Any:

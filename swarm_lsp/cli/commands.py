@@ -16,6 +16,9 @@ from swarm_lsp.progress import ProgressLine
 if TYPE_CHECKING:
     from swarm_lsp.workspace import IndexStatus, SyncReport
 
+SKIPPED_PRINTED = 20
+"""Skipped files `swarm-lsp index` names, with why; --json lists more."""
+
 
 def audit(args: argparse.Namespace) -> int:
     from swarm_lsp.tools.audit import read_audit
@@ -182,10 +185,6 @@ def _print_index(args: argparse.Namespace, report: SyncReport | None, status: In
             f"{report.deleted} removed, {report.embedded} chunks embedded "
             f"in {report.seconds.get('total', 0):.1f}s"
         )
-        for item in report.skipped[:20]:
-            print(f"  skipped {item.path}: {item.reason}")
-        if len(report.skipped) > 20:
-            print(f"  ... and {len(report.skipped) - 20} more skipped (see --json)")
     print(_render_status(status))
     return 0
 
@@ -210,6 +209,12 @@ def _render_status(status: IndexStatus) -> str:
         lines.append(f"  rebuilt on open: {status.rebuilt_reason}")
     if status.sync_error:
         lines.append(f"  last sync failed: {status.sync_error}")
+    if status.skipped_files:
+        lines.append(f"  skipped {status.skipped_files} file(s):")
+        lines += [f"    {item['path']}: {item['reason']}" for item in status.skipped[:SKIPPED_PRINTED]]
+        if status.skipped_files > SKIPPED_PRINTED:
+            more = status.skipped_files - SKIPPED_PRINTED
+            lines.append(f"    ... and {more} more (--json lists {len(status.skipped)})")
     return "\n".join(lines)
 
 

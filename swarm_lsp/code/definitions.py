@@ -13,12 +13,12 @@ import itertools
 import re
 from dataclasses import dataclass, field
 
-from tree_sitter import Node, QueryCursor
+from tree_sitter import Node, Query, QueryCursor
 
 from swarm_lsp.code.languages import Grammar
 from swarm_lsp.code.parsing import SourceText, Statement, last_row, statements
 
-__all__ = ["CONTAINER_KINDS", "FUNCTION_KINDS", "Definition", "ParsedCode"]
+__all__ = ["CONTAINER_KINDS", "FUNCTION_KINDS", "Definition", "ParsedCode", "query_cursor"]
 
 FUNCTION_KINDS = frozenset({"function", "method"})
 CONTAINER_KINDS = frozenset(
@@ -29,6 +29,22 @@ _CLASS_LIKE = CONTAINER_KINDS - {"namespace", "module"}
 _SCOPE_KINDS = FUNCTION_KINDS | CONTAINER_KINDS | {"variable", "constant"}
 _CLOSERS = ("}", ")", "]", "end")
 _MAX_SIGNATURE_LINES = 8
+MAX_NESTING = 64
+"""Definitions inside more than this many enclosing ones are not listed on their own (their text stays
+in their ancestors'): each level repeats the qualified name of the level above, so 5,000 nested
+namespaces would make 5,000 names of up to 10,000 characters from a 50 kB file."""
+MAX_QUERY_DEPTH = 500
+"""How deep below the root (in syntax nodes) a query match may start. tree-sitter's query time grows
+with the square of the nesting: 5,000 nested C++ structs took 7 s, ten times as many would take
+minutes. A definition level is 2 to 5 nodes, so this covers MAX_NESTING levels of definitions."""
+
+
+def query_cursor(query: Query) -> QueryCursor:
+    """A cursor for ``query`` whose matches start at most MAX_QUERY_DEPTH nodes deep."""
+    cursor = QueryCursor(query)
+    cursor.set_max_start_depth(MAX_QUERY_DEPTH)
+    return cursor
+
 
 _STRING_LITERAL = re.compile(r"^[rRuUbBfF]{0,2}(\"\"\"|'''|\"|')(.*)\1$", re.DOTALL)
 _COMMENT_START = re.compile(r"^\s*(?:///?!?|/\*+!?|#+!?|\*+(?!/)|--)\s?")
@@ -112,7 +128,7 @@ class ParsedCode:
     def _find_definitions(self) -> list[Definition]:
         spec = self.spec
         found: dict[tuple[int, int, str], Definition] = {}
-        for pattern, captures in QueryCursor(self.grammar.definitions).matches(self.root):
+        for pattern, captures in query_cursor(self.grammar.definitions).matches(self.root):
             kind_capture = next((key for key in captures if key.startswith("definition.")), None)
             names = captures.get("name")
             if kind_capture is None or not names:
@@ -142,15 +158,18 @@ class ParsedCode:
             kind = kind_capture.removeprefix("definition.")
             found[key] = Definition(node, outer, name, kind, scope, body, pattern, names[0].start_byte)
 
-        definitions = sorted(found.values(), key=lambda d: (d.outer.start_byte, -d.outer.end_byte))
-        self._nest(definitions)
+        definitions = self._nest(
+            sorted(found.values(), key=lambda d: (d.outer.start_byte, -d.outer.end_byte))
+        )
         for definition in definitions:
             self._describe(definition)
         return definitions
 
-    def _nest(self, definitions: list[Definition]) -> None:
-        """Parents by containment (functions, containers and variables scope names), then qualified names."""
+    def _nest(self, definitions: list[Definition]) -> list[Definition]:
+        """Parents by containment (functions, containers and variables scope names), then qualified names;
+        returns the definitions nested at most MAX_NESTING deep."""
         stack: list[Definition] = []
+        kept: list[Definition] = []
         for definition in definitions:
             start, end = definition.outer.start_byte, definition.outer.end_byte
             while stack:
@@ -159,6 +178,9 @@ class ParsedCode:
                 if top_start <= start and end <= top_end and (top_start, top_end) != (start, end):
                     break
                 stack.pop()
+            if len(stack) >= MAX_NESTING:
+                continue
+            kept.append(definition)
             parent = stack[-1] if stack else None
             definition.parent = parent
             if parent is not None:
@@ -174,6 +196,7 @@ class ParsedCode:
             definition.qualified_name = ".".join([*prefix, definition.name])
             if definition.kind in _SCOPE_KINDS:
                 stack.append(definition)
+        return kept
 
     # -- describing -----------------------------------------------------------------------------------
 

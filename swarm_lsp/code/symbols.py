@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tree_sitter import QueryCursor
-
-from swarm_lsp.code.definitions import ParsedCode
+from swarm_lsp.code.definitions import ParsedCode, query_cursor
 from swarm_lsp.code.languages import MARKDOWN, detect_language, grammar
 from swarm_lsp.code.parsing import SourceText
 from swarm_lsp.code.sections import Section, find_sections
@@ -78,7 +76,7 @@ def code_references(code: ParsedCode) -> list[Reference]:
     source = code.source
     definition_names = {d.name_start for d in code.definitions}
     kinds: dict[tuple[str, int], str] = {}
-    for kind, nodes in QueryCursor(code.grammar.references).captures(code.root).items():
+    for kind, nodes in query_cursor(code.grammar.references).captures(code.root).items():
         if kind.startswith("_"):
             continue
         rank = _REFERENCE_KIND_RANK.get(kind, 0)

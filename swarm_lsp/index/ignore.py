@@ -102,6 +102,8 @@ class IgnoreRules:
 
     def check_file(self, path: Path, rel_path: str) -> str | None:
         """Why a file that passed the name rules must still be skipped, or None to index it."""
+        if printable_path(rel_path) != rel_path:
+            return "its name is not valid UTF-8, which the index (and every tool that shows it) needs"
         try:
             info = path.lstat()
         except OSError as error:
@@ -153,6 +155,20 @@ class IgnoreRules:
                         stack.append(rel)
                 elif not self.ignored(rel):
                     yield rel, Path(entry.path)
+
+
+def printable_path(rel_path: str) -> str:
+    """`rel_path` as text that encodes: bytes of a name that is not UTF-8 (the file system hands them
+    over as lone surrogates) are written as their escapes, `\\xff`."""
+    try:
+        rel_path.encode("utf-8")
+        return rel_path
+    except UnicodeEncodeError:
+        pass
+    try:
+        return rel_path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no byte maps to: not from a file system, shown escaped
+        return rel_path.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _name_globs(patterns: list[str]) -> tuple[re.Pattern[str] | None, list[str]]:

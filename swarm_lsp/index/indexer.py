@@ -26,9 +26,10 @@ import numpy as np
 from swarm_lsp.basics import CancellationToken
 from swarm_lsp.index.chunker import parse_file
 from swarm_lsp.index.errors import IndexDamaged
-from swarm_lsp.index.ignore import IgnoreRules, Skipped
+from swarm_lsp.index.ignore import IgnoreRules, Skipped, printable_path
 from swarm_lsp.index.plan import SyncPlan, SyncReport
 from swarm_lsp.index.records import ParsedFile
+from swarm_lsp.index.skiplist import read_skipped, updated, write_skipped
 from swarm_lsp.index.store import IndexStore
 from swarm_lsp.index.vectors import PendingChunk
 from swarm_lsp.models.embedding import Embedder
@@ -55,12 +56,15 @@ class Indexer:
         *,
         lock_path: Path,
         chunk_tokens: int = 400,
+        skipped_path: Path | None = None,
     ) -> None:
         self.root = root.resolve()
         self.store = store
         self.embedder = embedder
         self.rules = rules
         self.chunk_tokens = chunk_tokens
+        self.skipped_path = skipped_path
+        """Where the files left out and why are kept (index/skiplist.py); None: nowhere."""
         self._lock = filelock.FileLock(str(lock_path))
         self._thread_lock = threading.RLock()
         self.recent_paths: list[str] = []
@@ -113,7 +117,7 @@ class Indexer:
                 return
         reason = self.rules.check_file(absolute, rel)
         if reason is not None:
-            plan.skipped.append(Skipped(rel, reason))
+            plan.skipped.append(Skipped(printable_path(rel), reason))
             if known is not None:
                 plan.to_delete.append(rel)
             return
@@ -170,10 +174,11 @@ class Indexer:
     ) -> SyncReport:
         report = SyncReport()
         started = time.monotonic()
+        synced = None if paths is None else list(paths)
         with self._writer(report):
             self.store.remove_orphans()
             self.rules.forget()
-            plan = self.plan(paths)
+            plan = self.plan(synced)
             report.seconds["scan"] = time.monotonic() - started
             report.unchanged, report.skipped = plan.unchanged, plan.skipped
             if progress:
@@ -186,6 +191,9 @@ class Indexer:
                 self.store.delete_files(plan.to_delete)
                 report.deleted = len(plan.to_delete)
             self._parse_and_write(plan, report, progress, cancel)
+            if self.skipped_path is not None:
+                known = read_skipped(self.skipped_path)
+                write_skipped(self.skipped_path, updated(known, report.skipped, synced))
             self._remember_recent(plan.to_parse)
             if embed and self.embedder is not None:
                 report.embedded = self.embed_backlog(progress=progress, cancel=cancel)
@@ -196,6 +204,10 @@ class Indexer:
         if progress:
             progress(Progress("done", report.parsed, report.parsed, chunks=report.chunks_written))
         return report
+
+    def skipped(self) -> list[Skipped]:
+        """The files the syncs so far left out, with why (kept across processes)."""
+        return [] if self.skipped_path is None else read_skipped(self.skipped_path)
 
     def index_buffer(self, rel: str, text: str) -> None:
         """Index an editor's unsaved buffer from memory. The next disk scan re-reads the file."""

@@ -5,13 +5,16 @@ on at initialize: UTF-16 code units unless the client offered UTF-8 or UTF-32. T
 columns in code points (Python string indices) and lines from 1. This module is where the two
 meet; nothing else converts.
 
-Lines are split on "\\n" only (a "\\r" before it belongs to the line break), as LSP does and as the
-core's `TextRange` does; `str.splitlines` would also split on form feeds and U+2028, which would
-put every later position on the wrong line.
+Lines end at "\\n", "\\r\\n" or a lone "\\r", LSP's three line breaks, and nowhere else:
+`str.splitlines` would also split on form feeds and U+2028, which would put every later position on
+the wrong line. A "\\r\\n" keeps its "\\r" at the end of its line, so the text comes back as it was;
+a lone "\\r" becomes "\\n" in `Document.text`, so the core's `TextRange`, which counts "\\n", counts
+the editor's lines.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,21 @@ UTF8 = types.PositionEncodingKind.Utf8.value
 UTF16 = types.PositionEncodingKind.Utf16.value
 UTF32 = types.PositionEncodingKind.Utf32.value
 ENCODINGS = (UTF8, UTF16, UTF32)
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_SPLIT = re.compile(r"\n|\r(?!\n)")
+"""Where lines are cut: at each "\\n" (a "\\r" before it stays on its line) and at each lone "\\r"."""
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def split_lines(text: str) -> list[str]:
+    """`text` cut at LSP's line breaks; a "\\r\\n" keeps its "\\r" at the end of its line."""
+    return _SPLIT.split(text) if "\r" in text else text.split("\n")
+
+
+def _has_lone_cr(text: str) -> bool:
+    return "\r" in text and _LONE_CR.search(text) is not None
 
 
 def _content(line: str) -> str:
@@ -69,11 +87,15 @@ class Document:
     changed: bool = False
     """Edited since it was opened (its text may differ from the file on disk)."""
     _text: str | None = field(default=None, repr=False)
+    _exact: str | None = field(default=None, repr=False)
+    """The editor's exact text, kept only while it holds a lone "\\r" (`text` says "\\n" for those)."""
 
     @classmethod
     def from_text(
         cls, uri: str, text: str, version: int | None = None, encoding: str = UTF16, language_id: str = ""
     ) -> Document:
+        if _has_lone_cr(text):
+            return cls(uri, version, split_lines(text), encoding, language_id, _exact=text)
         return cls(uri, version, text.split("\n"), encoding, language_id, _text=text)
 
     @property
@@ -94,14 +116,26 @@ class Document:
                     f"{self.uri}: a change ends ({end_line}:{end_col}) before it starts "
                     f"({start_line}:{start_col})"
                 )
-            head = self.lines[start_line][:start_col]
-            tail = self.lines[end_line][end_col:]
-            self.lines[start_line : end_line + 1] = (head + change.text + tail).split("\n")
+            if self._exact is None and "\r" not in change.text:
+                # No lone "\\r" before or after: the lines around the change are all there is to redo.
+                head = self.lines[start_line][:start_col]
+                tail = self.lines[end_line][end_col:]
+                self.lines[start_line : end_line + 1] = (head + change.text + tail).split("\n")
+            else:
+                # A "\\r" next to a "\\n" joins into one line break: redo the lines from the exact text.
+                exact = self.text if self._exact is None else self._exact
+                starts = [0, *(match.end() for match in _LINE_BREAK.finditer(exact))]
+                start, end = starts[start_line] + start_col, starts[end_line] + end_col
+                self._replace_text(exact[:start] + change.text + exact[end:])
         else:
-            self.lines = change.text.split("\n")
+            self._replace_text(change.text)
         self._text = None
         self.version = version
         self.changed = True
+
+    def _replace_text(self, text: str) -> None:
+        self._exact = text if _has_lone_cr(text) else None
+        self.lines = split_lines(text)
 
     # -------------------------------------------------------------- positions
 

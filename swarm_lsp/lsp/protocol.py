@@ -1,9 +1,13 @@
-"""pygls' protocol with three changes.
+"""pygls' protocol with four changes.
 
 - A request whose params do not match the spec (``"range": "nonsense"``) is answered with an
   InvalidParams error naming the bad fields. pygls 2.1 raises while decoding such a message and
   only logs it, so the client would wait forever. A notification with bad params is reported in
   the log; a malformed response from the client fails the request that was waiting for it.
+- A body that is not a JSON-RPC 2.0 message is answered as JSON-RPC says, where pygls only logs
+  it: invalid JSON with a ParseError, anything else (a batch, a bare value, a request without
+  ``"jsonrpc": "2.0"`` or with an id that is neither a string nor a number) with InvalidRequest,
+  under the message's id when it has a usable one, else id null. LSP has no batches.
 - ``$/cancelRequest`` also cancels the job's `CancellationToken`. pygls cancels the handler's
   future, which for ``workspace/executeCommand`` is only the wrapper around the command, so the
   model would go on decoding.
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import cattrs
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
 if TYPE_CHECKING:
@@ -42,12 +46,43 @@ class _Answered:
 ANSWERED = _Answered()
 
 
+def usable_id(value: Any) -> bool:
+    """JSON-RPC ids are strings or numbers (integers, as LSP says); anything else cannot be answered."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
 class SwarmProtocol(LanguageServerProtocol):
     def structure_message(self, data: dict[str, Any]) -> Any:
+        if "jsonrpc" in data and "method" in data and "id" in data and not usable_id(data["id"]):
+            self.refuse_message(f"the id must be a string or an integer, got {data['id']!r}", data)
+            return ANSWERED
         try:
             return super().structure_message(data)
         except JsonRpcException as error:
             return self._refuse(data, error)
+
+    def refuse_message(
+        self, reason: str, message: Any = None, error: type[JsonRpcException] = JsonRpcInvalidRequest
+    ) -> None:
+        """Answer a body that is not a JSON-RPC 2.0 message with `error`: under its id when it has a
+        usable one, else with id null, as JSON-RPC asks. One shaped as a notification is only logged."""
+        log.warning("invalid message: %s", reason)
+        if isinstance(message, dict):
+            msg_id, notification = message.get("id"), "id" not in message and "method" in message
+        else:
+            msg_id, notification = (
+                getattr(message, "id", None),
+                hasattr(message, "method") and not hasattr(message, "id"),
+            )
+        if notification:
+            return
+        self._send_data(
+            {
+                "jsonrpc": "2.0",
+                "id": msg_id if usable_id(msg_id) else None,
+                "error": {"code": error.CODE, "message": f"{error.MESSAGE}: {reason}"},
+            }
+        )
 
     def _refuse(self, data: dict[str, Any], error: JsonRpcException) -> _Answered:
         method = data.get("method")
@@ -67,9 +102,19 @@ class SwarmProtocol(LanguageServerProtocol):
     def handle_message(self, message: Any) -> None:
         if message is ANSWERED:
             return
-        super().handle_message(message)
+        if isinstance(message, list):
+            self.refuse_message("a batch (a JSON array); LSP sends one message at a time", message)
+        elif not hasattr(message, "jsonrpc"):
+            self.refuse_message(f"not a JSON-RPC message: {_shorten(message)}", message)
+        elif message.jsonrpc != self.VERSION:
+            self.refuse_message(f'"jsonrpc" must be "2.0", got {message.jsonrpc!r}', message)
+        else:
+            super().handle_message(message)
 
     def _handle_cancel_notification(self, msg_id: Any) -> None:
+        if not usable_id(msg_id):  # no request has it: nothing to cancel
+            log.warning("ignored $/cancelRequest for the id %s", _shorten(msg_id))
+            return
         self._server.jobs.cancel_request(msg_id)  # type: ignore[attr-defined]
         super()._handle_cancel_notification(msg_id)
 
@@ -89,6 +134,11 @@ class SwarmProtocol(LanguageServerProtocol):
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> Generator:
         yield self.fm.features[types.TEXT_DOCUMENT_DID_CLOSE], (params,), None
+
+
+def _shorten(value: Any, limit: int = 120) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _describe(cause: BaseException | None) -> str:

@@ -24,6 +24,7 @@ from pygls.exceptions import (
     JsonRpcContentModified,
     JsonRpcException,
     JsonRpcInvalidParams,
+    JsonRpcParseError,
     JsonRpcRequestCancelled,
 )
 from pygls.lsp.server import LanguageServer
@@ -149,6 +150,13 @@ class SwarmServer(LanguageServer):
 
     def tell(self, message: str, level: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=level, message=message))
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        if source is JsonRpcException and isinstance(error, (ValueError, RecursionError)):
+            # The message loop could not decode a body: JSON-RPC answers that with a ParseError.
+            self.protocol.refuse_message(f"the body is not valid JSON ({error})", error=JsonRpcParseError)
+            return
+        super().report_server_error(error, source)
 
     def spawn(self, awaitable: Awaitable[Any]) -> None:
         """Run in the background, keeping a reference; failures are logged."""

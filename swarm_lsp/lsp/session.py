@@ -102,6 +102,10 @@ class Session:
             path = to_fs_path(uri)
             if path is None:
                 raise ValueError(f"the workspace folder {uri!r} is not a file: URI")
+            if not Path(path).is_absolute():  # "file://" or "file:src" would be the server's own folder
+                raise ValueError(
+                    f"the workspace folder {uri!r} names no absolute path (file:///path/to/folder)"
+                )
             found.append((uri, Path(path).resolve()))
         return found
 
@@ -135,8 +139,8 @@ class Session:
     def folder_for(self, uri: str) -> Folder:
         """The folder a URI (a file or a folder) is in: the innermost one."""
         path = to_fs_path(uri)
-        if path is None:
-            raise ValueError(f"{uri!r} is not a file: URI")
+        if path is None or not Path(path).is_absolute():
+            raise ValueError(f"{uri!r} is not a file: URI of an absolute path")
         resolved = Path(path).resolve()
         inside = [root for root in self.folders if resolved == root or resolved.is_relative_to(root)]
         if not inside:

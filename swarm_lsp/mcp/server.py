@@ -170,7 +170,7 @@ def build_server(toolbox: Toolbox, *, transport: str) -> Server:
         output = await registry.call(tool, {}, caller)
         if output.is_error:
             raise MCPError(code=types.INTERNAL_ERROR, message=output.text)
-        text = json.dumps(output.data, indent=2) if mime == "application/json" else output.text
+        text = json.dumps(output.data, indent=2) if mime == "application/json" else encodable(output.text)
         return types.ReadResourceResult(
             contents=[types.TextResourceContents(uri=str(params.uri), mime_type=mime, text=text)]
         )
@@ -199,10 +199,27 @@ def build_server(toolbox: Toolbox, *, transport: str) -> Server:
 
 def _result(output: Output) -> types.CallToolResult:
     return types.CallToolResult(
-        content=[types.TextContent(text=output.text)],
-        structured_content=output.data,
+        content=[types.TextContent(text=encodable(output.text))],
+        structured_content=encodable(output.data),
         is_error=output.is_error,
     )
+
+
+def encodable(value: Any) -> Any:
+    """`value` with every lone surrogate written as its escape (a file name that is not UTF-8 comes
+    back from the file system with one): the transports encode UTF-8, and one such character would
+    fail the whole response (on stdio, the server with it)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {encodable(key): encodable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [encodable(item) for item in value]
+    return value
 
 
 # ------------------------------------------------------------------------------------------ caller

@@ -26,6 +26,7 @@ from swarm_lsp.basics import CancellationToken, SwarmLspError
 from swarm_lsp.models.base import (
     Backend,
     Candidate,
+    ContextOverflow,
     Deadline,
     GenerationRequest,
     GenerationTimeout,
@@ -75,6 +76,8 @@ class EngineResult:
     """Machines whose voters failed (a peer that died or timed out mid-request)."""
     retried: int = 0
     """Voters run again elsewhere after their machine failed."""
+    overflows: list[ContextOverflow] = field(default_factory=list)
+    """Machines that refused the prompt as longer than their context window."""
 
     @property
     def degraded(self) -> bool:
@@ -286,6 +289,8 @@ class SwarmEngine:
         if cancel is not None and cancel.cancelled:
             raise Cancelled("cancelled")
         if not result.candidates:
+            if result.overflows and len(result.overflows) == len(result.failures):
+                raise result.overflows[0]  # the prompt itself is too long: the caller must shorten it
             raise SwarmError(
                 "no voter produced an answer: " + "; ".join(result.failures or ["unknown failure"])
             )
@@ -332,6 +337,11 @@ class SwarmEngine:
             missed = len(outcome.partial) - len(candidates)
             deadline = f"{self.voter_timeout:.0f}s"
             result.failures.append(f"{name}: {missed} voter(s) missed the {deadline} deadline")
+        elif isinstance(outcome, ContextOverflow):
+            # The machine is fine, the prompt is too long for its window: not placed again.
+            result.failures.append(f"{name}: {outcome}")
+            result.overflows.append(outcome)
+            return []
         elif isinstance(outcome, BaseException):
             log.warning("voters on %s failed: %s", name, outcome)
             result.failures.append(f"{name}: {outcome}")

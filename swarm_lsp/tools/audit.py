@@ -39,7 +39,9 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def append(self, entry: dict[str, Any]) -> None:
-        line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        # A lone surrogate (from a client's "\\ud800", or a file name that is not UTF-8) is written as
+        # its JSON escape: the line stays UTF-8 and reads back as what was called.
+        line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode("utf-8", "backslashreplace")
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self._size() + len(line) > self.max_bytes:

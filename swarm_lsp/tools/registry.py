@@ -264,8 +264,9 @@ class Policy:
     """Per tier and per tool `allow | ask | deny`, and `read_only`.
 
     A per-tool rule replaces its tool's tier rule. When a call reaches a higher tier than its tool
-    declares (an overwrite, a destructive command), the stricter of the tool's rule and that
-    tier's rule applies: allowing `write_file` does not allow it to overwrite a file whole.
+    declares (an overwrite, a destructive command), the stricter of the tool's rule (its own, else
+    its tier's) and that tier's rule applies: allowing `write_file` does not allow it to overwrite a
+    file whole, and denying writes denies overwrites too.
     """
 
     def __init__(self, settings: ToolSettings, known_tools: Iterable[str] = ()) -> None:
@@ -292,6 +293,11 @@ class Policy:
         tier_source = f"tools.{tier.value} = {tier_rule}"
         own = self.settings.per_tool.get(tool.name)
         if own is None:
+            # A call above its tool's tier still needs what that tier needs: with write = deny, an
+            # overwrite (destructive) is denied, whatever destructive says.
+            declared: ToolRule = getattr(self.settings, tool.tier.value)
+            if tier.rank > tool.tier.rank and _RULE_STRICTNESS[declared] > _RULE_STRICTNESS[tier_rule]:
+                return declared, f"tools.{tool.tier.value} = {declared}"
             return tier_rule, tier_source
         own_source = f"tools.per_tool.{tool.name} = {own}"
         if tier.rank > tool.tier.rank and _RULE_STRICTNESS[tier_rule] > _RULE_STRICTNESS[own]:
@@ -421,6 +427,13 @@ class Registry(Generic[EnvT]):
         if problems:
             record.tier = tool.tier.value
             raise ToolError(_explain_schema_errors(name, problems))
+        where = _lone_surrogate(arguments)
+        if where is not None:
+            record.tier = tool.tier.value
+            raise ToolError(
+                f"invalid arguments for {name}: {where} holds a lone UTF-16 surrogate, which is not text "
+                "(no file, command or search can take it); send valid Unicode"
+            )
         env = self.make_env(caller)
         try:
             plan = tool.prepare(env, arguments)
@@ -516,9 +529,30 @@ class Registry(Generic[EnvT]):
             log.error("could not write the audit log %s: %s", self.audit.path, error)
 
 
+def _lone_surrogate(value: Any, where: str = "arguments") -> str | None:
+    """Where in `value` a string holds a lone surrogate (JSON's "\\ud800" decodes to one), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = _lone_surrogate(key, where) or _lone_surrogate(item, f"{where}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _lone_surrogate(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 def _explain_schema_errors(name: str, problems: list[jsonschema.ValidationError]) -> str:
     lines = []
     for problem in problems[:5]:
         where = ".".join(str(part) for part in problem.absolute_path) or "arguments"
-        lines.append(f"{where}: {problem.message}")
+        message = problem.message  # quotes the value: a megabyte string must not come back whole
+        lines.append(f"{where}: {message if len(message) <= 300 else message[:300] + '...'}")
     return f"invalid arguments for {name}: " + "; ".join(lines) + " (see the tool's input schema)"

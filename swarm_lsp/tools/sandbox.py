@@ -34,6 +34,11 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 PROTECTED_DIR_NAMES = frozenset({".git"})
 
 
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4095
+"""What Linux and macOS file systems take; past them every file call fails with ENAMETOOLONG."""
+
+
 class SandboxRefused(Refused):
     def __init__(self, message: str) -> None:
         super().__init__(message, decided_by="sandbox")
@@ -97,6 +102,7 @@ class Sandbox:
             raise SandboxRefused(f"{argument} is empty; use '.' for the workspace root")
         if "\x00" in raw:
             raise SandboxRefused(f"{argument} contains a NUL byte; give a plain path inside the workspace")
+        _check_encodable(raw, argument)
         if raw.startswith("~"):
             raise SandboxRefused(
                 f"{argument} {raw!r} starts with '~', which is not expanded; give a path relative to the "
@@ -109,6 +115,8 @@ class Sandbox:
             )
         lexical = Path(raw) if os.path.isabs(raw) else self.primary / raw
         real = Path(os.path.realpath(lexical))
+        if _loops(lexical):
+            raise SandboxRefused(f"{argument} {raw!r} runs into a symlink that leads back to itself")
         root = self._root_of(real)
         if root is None:
             where = f" (it resolves to {real})" if real != Path(os.path.normpath(lexical)) else ""
@@ -225,6 +233,8 @@ class Sandbox:
 
     def read_bytes(self, safe: SafePath, limit: int | None = None) -> tuple[bytes, os.stat_result]:
         """Up to `limit` bytes of a regular file, and its stat as it was opened."""
+        if not safe.rel:  # the workspace root itself
+            raise IsADirectoryError(errno.EISDIR, "is a folder", safe.shown)
         with self.open_parent(safe) as parent:
             fd = _open_no_follow(safe, safe.parts[-1], _FILE_FLAGS, parent)
         try:
@@ -265,3 +275,30 @@ def _is_symlink(name: str, dir_fd: int) -> bool:
         return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
+
+
+def _check_encodable(raw: str, argument: str) -> None:
+    """Refuse a path the file system could not even be asked about, with what is wrong."""
+    try:
+        encoded = os.fsencode(raw)
+    except UnicodeEncodeError:
+        raise SandboxRefused(
+            f"{argument} holds a character no file name can (a lone UTF-16 surrogate); give a plain path"
+        ) from None
+    if len(encoded) > PATH_MAX_BYTES:
+        raise SandboxRefused(f"{argument} is {len(encoded)} bytes long; paths stop at {PATH_MAX_BYTES}")
+    longest = max(encoded.replace(b"\\", b"/").split(b"/"), key=len)
+    if len(longest) > NAME_MAX_BYTES:
+        raise SandboxRefused(
+            f"{argument} has a name of {len(longest)} bytes ({raw[:40]!r}...); file names stop at "
+            f"{NAME_MAX_BYTES} bytes"
+        )
+
+
+def _loops(path: Path) -> bool:
+    """Whether following the symlinks on `path` never ends (a link to itself, two links to each other)."""
+    try:
+        os.path.realpath(path, strict=True)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
