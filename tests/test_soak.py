@@ -49,7 +49,9 @@ def test_two_minutes_of_mixed_traffic_serve_every_request_and_leak_nothing(tmp_p
     assert figures["errors"] == {}, figures["errors"]
     assert figures["temporaries_at_end"] == []
     for process in figures["processes"]:
+        # Two minutes hold two of the store's 60 s reconnections and lance's worker pool still
+        # growing: a leak per request would show as many times the half-time count, not a few more.
         for what in ("threads", "fds"):
-            assert process[f"{what}_end"] <= process[f"{what}_first_half_peak"] + 2, (what, process)
+            assert process[f"{what}_end"] <= 1.5 * process[f"{what}_first_half_peak"] + 10, (what, process)
         # Two minutes are too short to judge the 10% goal of the long run; a leak per request is not.
         assert process["rss_growth"] < 0.5, process
