@@ -17,6 +17,7 @@ from pathlib import Path
 import filelock
 
 from swarm_lsp.config import cache_root
+from swarm_lsp.index.disk import folder_bytes
 
 OWNER_FILE = "workspace.json"
 
@@ -59,7 +60,7 @@ def collect_garbage(*, dry_run: bool = False, base: Path | None = None) -> Colle
         if root.is_dir():
             collected.kept += 1
             continue
-        size = _size(folder)
+        size = folder_bytes(folder)
         if not dry_run:
             try:
                 # A process serving the workspace holds the lock while it writes: leave the folder then.
@@ -80,14 +81,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
-
-
-def _size(folder: Path) -> int:
-    total = 0
-    for parent, _names, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(parent, name)).st_size
-            except OSError:
-                continue
-    return total

@@ -1,5 +1,6 @@
-"""The index folder's own small files: JSON written atomically (meta.json, the write journal) and the
-space reserve that lets a write failing on a full disk still clean up after itself (store.py)."""
+"""The index folder's own small files: JSON written atomically (meta.json, the write journal), the
+space reserve that lets a write failing on a full disk still clean up after itself (store.py), and
+the size of a folder (the index's status, `index --gc`)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,15 @@ def keep_reserve(directory: Path) -> None:
 
 def give_up_reserve(directory: Path) -> None:
     (directory / RESERVE_FILE).unlink(missing_ok=True)
+
+
+def folder_bytes(folder: Path) -> int:
+    """The size of the files under `folder`; a file removed meanwhile (a concurrent cleanup) counts 0."""
+    total = 0
+    for parent, _names, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(parent, name)).st_size
+            except OSError:
+                continue
+    return total

@@ -23,7 +23,6 @@ an exact scan is exact and fast enough (about 40 ms for 30,000 384-d vectors). B
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import IvfPq
 
+from swarm_lsp.index.disk import folder_bytes
 from swarm_lsp.index.errors import explains_storage_errors
 from swarm_lsp.index.tables import (
     CACHE_SCHEMA,
@@ -128,7 +128,7 @@ class Maintenance:
             embedder_id=self.embedder_id,
             dimension=self.dimension,
             updated_at=self._meta.get("updated_at"),
-            disk_bytes=_disk_bytes(self.directory),
+            disk_bytes=folder_bytes(self.directory),
             fragments=fragments,
             versions=versions,
             fts_unindexed_rows=self._unindexed_rows(FTS_COLUMN),
@@ -226,14 +226,3 @@ def _sub_vectors(dimension: int) -> int:
     """PQ sub-vectors: lancedb's default of dimension/16 where it divides, else the largest divisor below."""
     target = max(1, dimension // 16)
     return next(n for n in range(target, 0, -1) if dimension % n == 0)
-
-
-def _disk_bytes(directory: Path) -> int:
-    total = 0
-    for folder, _, names in os.walk(directory):
-        for name in names:
-            try:
-                total += os.stat(os.path.join(folder, name)).st_size
-            except OSError:  # removed by a concurrent cleanup
-                continue
-    return total
