@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser mcp-inspector demo test bench lint clean vendor-dashboard
+.PHONY: setup browser mcp-inspector vscode-tools vsix demo test bench lint clean vendor-dashboard
 
 setup: $(STAMP)
 
@@ -40,20 +40,66 @@ INSPECTOR := .cache/npm-tools/node_modules/.bin/mcp-inspector
 
 mcp-inspector: $(INSPECTOR)
 
-$(INSPECTOR):
+# npm (with Node.js) from Debian when missing: the MCP Inspector and the VS Code tools come from npm.
+define ensure_npm
 	@if ! command -v npm >/dev/null 2>&1; then \
 		if ! command -v apt-get >/dev/null 2>&1; then \
-			echo "The MCP Inspector test needs Node.js and npm: install them, then run make test again." >&2; exit 1; \
+			echo "$(1) needs Node.js and npm: install them, then run make again." >&2; exit 1; \
 		fi; \
 		if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
-		echo "Installing Node.js and npm for the MCP Inspector test"; \
+		echo "Installing Node.js and npm for $(1)"; \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm || \
 			{ $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && \
 			  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; } || exit 1; \
 	fi
+endef
+
+$(INSPECTOR):
+	$(call ensure_npm,The MCP Inspector test)
 	mkdir -p .cache/npm-tools
 	npm install --silent --no-audit --no-fund --prefix .cache/npm-tools @modelcontextprotocol/inspector@$(INSPECTOR_VERSION)
 	test -x $(INSPECTOR)
+
+# The VS Code extension (editors/vscode) is built with Node 24 and tested inside code-server (VS Code's workbench
+# and extension host served to a browser; tests/test_vscode.py). Both come from the npm registry into
+# .cache/vscode-tools once: Node 24 as the registry's binary package, code-server without its packages' build
+# scripts (they ship prebuilt; the optional kerberos module would need system headers). `make vsix` builds the
+# package for users: editors/vscode/dist/swarm-lsp.vsix.
+NODE_MAJOR := 24
+CODE_SERVER_VERSION := 4.139.1
+VSCODE_TOOLS := .cache/vscode-tools
+NODE24 := $(VSCODE_TOOLS)/node/bin/node
+CODE_SERVER := $(VSCODE_TOOLS)/node_modules/.bin/code-server
+WITH_NODE24 := PATH="$(CURDIR)/$(VSCODE_TOOLS)/node/bin:$$PATH" npm_config_nodedir="$(CURDIR)/$(VSCODE_TOOLS)/node"
+NODE_PACKAGE := node-$(shell uname -s | tr A-Z a-z)-$(shell uname -m | sed -e 's/x86_64/x64/' -e 's/aarch64/arm64/')
+VSIX := editors/vscode/dist/swarm-lsp.vsix
+VSIX_SOURCES := $(wildcard editors/vscode/src/*.ts editors/vscode/media/*) editors/vscode/package.json \
+	editors/vscode/package-lock.json editors/vscode/tsconfig.json editors/vscode/README.md
+
+vscode-tools: $(CODE_SERVER)
+vsix: $(VSIX)
+
+$(NODE24):
+	$(call ensure_npm,Node 24 for the VS Code extension)
+	rm -rf $(VSCODE_TOOLS)/node && mkdir -p $(VSCODE_TOOLS)/node
+	cd $(VSCODE_TOOLS) && tarball=$$(npm pack --silent $(NODE_PACKAGE)@$(NODE_MAJOR)) && \
+		tar xzf "$$tarball" -C node --strip-components=1 && rm -f "$$tarball"
+	$(NODE24) --version
+
+$(CODE_SERVER): $(NODE24)
+	cd $(VSCODE_TOOLS) && echo '{"private": true}' > package.json && \
+		$(WITH_NODE24) npm install --ignore-scripts --silent --no-audit --no-fund code-server@$(CODE_SERVER_VERSION)
+	cd $(VSCODE_TOOLS)/node_modules/code-server && \
+		$(WITH_NODE24) npm_config_user_agent="npm node/v$(NODE_MAJOR)" npm_config_ignore_scripts=true sh postinstall.sh
+	test -x $(CODE_SERVER)
+
+# Type-checked, unit-tested (Node's test runner), bundled with esbuild, packaged with vsce.
+$(VSIX): $(NODE24) $(VSIX_SOURCES)
+	cd editors/vscode && $(WITH_NODE24) npm ci --silent --no-audit --no-fund
+	cd editors/vscode && $(WITH_NODE24) npm run --silent check
+	cd editors/vscode && $(WITH_NODE24) npm test
+	cd editors/vscode && $(WITH_NODE24) npm run --silent package
+	test -f $(VSIX)
 
 # The demo indexes this repository (full text; `swarm-lsp index` without --no-embed adds vectors, a few
 # minutes on 2 cores) and asks a question answered by a vote of 5 voters on the bundled model.
@@ -66,7 +112,7 @@ demo: setup
 
 # The layer contracts first (a broken one fails the run at once), then the suite. pytest exits 5 when
 # it collects no tests; that must fail CI, and it does (make fails on non-zero).
-test: setup browser mcp-inspector
+test: setup browser mcp-inspector vscode-tools vsix
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs -p no:cacheprovider
 

@@ -135,6 +135,11 @@ class IndexSettings(_Section):
     chunk_tokens: int = Field(400, ge=64, le=8000, description="tokens per chunk, 64 to 8000")
     max_file_kb: int = Field(1000, ge=1, le=1_000_000, description="files larger than this are skipped")
     exclude: list[str] = Field(default_factory=list, description="gitignore-style patterns to leave out")
+    auto: bool = Field(
+        True,
+        description="true or false: the language server indexes each folder when an editor connects "
+        "(false: only swarm.reindex or `swarm-lsp index` does)",
+    )
     watch: bool = Field(True, description="true or false: keep the index fresh while serving")
     location: str = Field("", description="a folder for the index; empty uses the platform cache dir")
 

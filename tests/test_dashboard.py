@@ -8,13 +8,10 @@ proven to work offline, and saves a screenshot that must not be blank.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import struct
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +20,8 @@ from typing import Any
 
 import openai
 import pytest
+from browser_support import assert_screenshot_not_blank as check_screenshot
+from browser_support import chromium_path
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from server_processes import api_env, api_server, write_workspace
 
@@ -39,16 +38,6 @@ SECTIONS = ("workers", "requests", "index", "tools", "peers", "settings", "hardw
 VIEWPORT = {"width": 1280, "height": 1000}
 ANSWER_TIMEOUT_MS = 120_000
 """Three voters of 48 tokens on 2 busy cores: seconds normally, far more under a loaded CI machine."""
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail(
-            "the dashboard test needs Chromium: install the Debian package `chromium` "
-            "(apt-get install chromium; `make test` installs it)"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -94,19 +83,7 @@ def open_dashboard(browser: Browser, url: str) -> Iterator[Dashboard]:
 
 
 def assert_screenshot_not_blank(page: Page, path: Path) -> None:
-    """A blank page compresses to a few byte values; a rendered one uses most of them."""
-    page.screenshot(path=path, full_page=True)
-    png = path.read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    width, height = struct.unpack(">II", png[16:24])
-    assert width == VIEWPORT["width"] and height >= VIEWPORT["height"] // 2, (width, height)
-    pixels, offset = b"", 8
-    while offset < len(png):
-        length, kind = struct.unpack(">I4s", png[offset : offset + 8])
-        if kind == b"IDAT":
-            pixels += png[offset + 8 : offset + 8 + length]
-        offset += 12 + length
-    assert len(set(zlib.decompress(pixels))) > 64, f"{path} looks blank"
+    check_screenshot(page, path, width=VIEWPORT["width"])
 
 
 @pytest.fixture

@@ -667,3 +667,34 @@ async def test_a_change_that_breaks_the_tests_is_flagged(editor: Editor, repo: P
     assert "test_order_is_looked_up_by_name" in result.check.tests.output
     assert "WARNING" in result.message and "breaks the tests" in result.message
     assert "**Warning: the change breaks the tests" in result.summary
+
+
+async def test_with_index_auto_off_only_a_reindex_builds_the_index(
+    repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    client = make_test_lsp_client()
+    other = Editor(client, repo)
+    await client.start_io(
+        sys.executable, "-m", "swarm_lsp", "serve", env=server_env(tmp_path_factory.mktemp("data-manual"))
+    )
+    folder = types.WorkspaceFolder(uri=from_fs_path(str(repo)), name="repo")
+    await client.initialize_session(
+        types.InitializeParams(
+            capabilities=client_capabilities("visual-studio-code"),
+            root_uri=folder.uri,
+            workspace_folders=[folder],
+            initialization_options={"index": {"auto": False}},
+        )
+    )
+    try:
+        status = await other.command("swarm.status")
+        (state,) = status.folders
+        assert state.index.files == 0 and state.index.watching is False
+        assert not any("indexing" in str(reports[:1]) for reports in client.progress_reports.values())
+        counts = await other.command("swarm.reindex", {})
+        assert counts.parsed == len(FILES)
+        (state,) = (await other.command("swarm.status")).folders
+        assert state.index.files == len(FILES)
+    finally:
+        await client.shutdown_session()
+        await client.stop()

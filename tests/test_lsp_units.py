@@ -23,7 +23,7 @@ from swarm_lsp.codebase import plan_targets
 from swarm_lsp.config import load_settings
 from swarm_lsp.lsp import actions, parse_address
 from swarm_lsp.lsp.documents import UTF8, UTF16, UTF32, Document, Documents, to_client_units, to_code_points
-from swarm_lsp.lsp.render import StaleEdit, workspace_edit
+from swarm_lsp.lsp.render import SourceLinks, StaleEdit, workspace_edit
 from swarm_lsp.lsp.session import Folder, Target, merge_options
 from swarm_lsp.swarm.tasks import Edit, TextRange
 from swarm_lsp.workspace import Workspace
@@ -476,3 +476,16 @@ async def test_websocket_transport_answers_initialize() -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def test_sources_link_to_their_file_and_line_from_the_answer_documents() -> None:
+    links = SourceLinks(Path("/work/repo"), Path("/cache/swarm-lsp/repo-1a2b/answers"))
+    assert (
+        links.markdown("pkg/util.py:10-14") == "[`pkg/util.py:10-14`](../../../../work/repo/pkg/util.py#L10)"
+    )
+    assert links.markdown("README.md:3") == "[`README.md:3`](../../../../work/repo/README.md#L3)"
+    assert (
+        links.markdown("pkg/util.py (outline)")
+        == "[`pkg/util.py (outline)`](../../../../work/repo/pkg/util.py)"
+    )
+    assert links.markdown("my notes.md:2").endswith("(../../../../work/repo/my%20notes.md#L2)")

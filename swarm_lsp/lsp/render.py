@@ -3,11 +3,14 @@ command results, and the core's edits as LSP workspace edits."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from lsprotocol import types
 
@@ -38,21 +41,46 @@ def verdict(agreement: float, low: bool) -> str:
     return f"agreement {agreement:.2f}"
 
 
-def footer(result: SwarmResult) -> str:
-    """Agreement, how it was reached, sources and notes, as markdown."""
+def footer(result: SwarmResult, links: SourceLinks | None = None) -> str:
+    """Agreement, how it was reached, sources and notes, as markdown; with `links`, each source is a
+    link to its file and first line."""
     finished = len(result.candidates)
     how = f"{result.strategy}, {finished}/{result.voters} voters, {result.model}"
     lines = [f"**{verdict(result.agreement, result.low_agreement)}** ({how})"]
     if result.sources:
-        lines.append("Sources: " + ", ".join(f"`{source}`" for source in result.sources))
+        shown = (links.markdown(source) if links else f"`{source}`" for source in result.sources)
+        lines.append("Sources: " + ", ".join(shown))
     if result.notes:
         lines.append("Notes: " + "; ".join(result.notes))
     return "\n\n".join(lines)
 
 
-def answer_markdown(title: str, result: SwarmResult) -> str:
+@dataclass(frozen=True)
+class SourceLinks:
+    """Sources (`pkg/util.py:10-14`, `README.md (outline)`, relative to the workspace `root`) as
+    links from the answer documents in `answers`: relative paths with a `#L10` line fragment, which
+    markdown previews open at the line (they refuse `file:` links)."""
+
+    root: Path
+    answers: Path
+
+    def markdown(self, source: str) -> str:
+        match = re.fullmatch(r"(.+?)(?::(\d+)(?:-\d+)?| \([^()]*\))?", source)
+        if match is None:
+            return f"`{source}`"
+        path = Path(os.path.relpath(self.root / match.group(1), self.answers)).as_posix()
+        line = f"#L{match.group(2)}" if match.group(2) else ""
+        return f"[`{source}`]({quote(path)}{line})"
+
+
+def answers_dir(folder: Path) -> Path:
+    """Where a workspace's answer documents go (its data folder's `answers`)."""
+    return folder / "answers"
+
+
+def answer_markdown(title: str, result: SwarmResult, links: SourceLinks | None = None) -> str:
     body = result.answer.strip() or "_(no answer)_"
-    return f"# {title}\n\n{body}\n\n---\n\n{footer(result)}\n"
+    return f"# {title}\n\n{body}\n\n---\n\n{footer(result, links)}\n"
 
 
 def codebase_markdown(result: CodebaseResult) -> str:

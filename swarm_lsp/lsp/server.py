@@ -48,7 +48,7 @@ def create_server() -> SwarmServer:
         for added in params.event.added:
             for uri, root in ls.session.folder_paths([added.uri]):
                 folder = ls.add_folder(uri, root)
-                if folder is not None and folder.workspace is not None:
+                if folder is not None and folder.indexes_itself:
                     ls.spawn(ls.index_folder(folder))
 
     @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)

@@ -200,7 +200,7 @@ class SwarmServer(LanguageServer):
         for folder in self.session.folders.values():
             if folder.error:
                 self.tell(f"swarm-lsp settings for {folder.root}:\n{folder.error}", types.MessageType.Error)
-            if folder.workspace is not None:
+            if folder.indexes_itself:
                 self.spawn(self.index_folder(folder))
         self._serving = True
 
@@ -243,7 +243,7 @@ class SwarmServer(LanguageServer):
             while self.jobs.running_in(str(folder.root)) and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.05)
             await previous.aclose()
-        if opened and self._serving:
+        if opened and self._serving and folder.indexes_itself:
             self.spawn(self.index_folder(folder))
 
     async def stop(self) -> None:
@@ -456,13 +456,14 @@ class SwarmServer(LanguageServer):
         """Show a text answer as a markdown document (or a message) and return the command result."""
         result, task, folder = run.result, run.task, run.folder
         title = render.answer_title(task)
-        markdown = render.answer_markdown(title, result)
+        links = render.SourceLinks(folder.root, render.answers_dir(folder.require().data_dir))
+        markdown = render.answer_markdown(title, result, links)
         name = render.answer_name(task.kind)
         append = False
         if task.kind == "chat" and task.conversation_id:
             name, append = f"chat-{task.conversation_id}", True
             markdown = f"## You\n\n{task.prompt.strip()}\n\n## swarm-lsp\n\n{result.answer.strip()}\n\n"
-            markdown += render.footer(result) + "\n"
+            markdown += render.footer(result, links) + "\n"
         shown = await self.show_markdown(folder, name, markdown, append=append)
         if shown is None:
             level = types.MessageType.Warning if result.low_agreement else types.MessageType.Info
@@ -482,7 +483,7 @@ class SwarmServer(LanguageServer):
         client cannot show documents or did not."""
         if not self.shows_documents:
             return None
-        answers = folder.require().data_dir / "answers"
+        answers = render.answers_dir(folder.require().data_dir)
         path = await asyncio.to_thread(render.write_answer, answers, name, markdown, append=append)
         uri = from_fs_path(str(path)) or ""
         shown = await self.window_show_document_async(types.ShowDocumentParams(uri=uri, take_focus=True))

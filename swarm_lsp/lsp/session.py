@@ -49,6 +49,11 @@ class Folder:
     error: str = ""
     """Why the settings could not be loaded; empty when they were."""
 
+    @property
+    def indexes_itself(self) -> bool:
+        """Whether the server indexes this folder when it starts serving it (`index.auto`)."""
+        return self.workspace is not None and self.workspace.settings.index.auto
+
     def require(self) -> Workspace:
         if self.workspace is None:
             raise ValueError(f"the workspace {self.root} has no usable settings: {self.error}")
