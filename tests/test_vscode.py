@@ -81,6 +81,7 @@ def workbench(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Ite
     (folder / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "0.1.0"\n')
     (folder / "shop" / "__init__.py").write_text("")
     (folder / "shop" / "cart.py").write_text(CART)
+    (folder / "shop" / "tax.py").write_text('"""Taxes."""\n\n\ndef add_tax(amount, rate):\n')
     # Enough files that indexing lasts long enough for the status bar to show it (a second or two).
     (folder / "shop" / "catalog").mkdir()
     for number in range(400):
@@ -126,6 +127,16 @@ def workbench(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Ite
             context.close()
 
 
+@pytest.fixture(autouse=True)
+def screenshot_when_failed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The page as it was when a step failed, beside the step's own screenshots."""
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed_before and "workbench" in request.fixturenames:
+        bench = request.getfixturevalue("workbench")
+        bench.page.screenshot(path=bench.shots / f"failed-{request.node.name}.png")
+
+
 def shot(workbench: Workbench, name: str) -> None:
     assert_screenshot_not_blank(workbench.page, workbench.shots / f"{name}.png", width=VIEWPORT["width"])  # type: ignore[attr-defined]
 
@@ -149,9 +160,7 @@ def test_explain_from_the_light_bulb_shows_the_answer_with_agreement_and_sources
 ) -> None:
     page = workbench.page
     workbench.go_to_line(5)
-    page.keyboard.press("Control+.")
-    menu = page.locator(".action-widget:not(.action-list-submenu-panel)")
-    expect(menu).to_be_visible()
+    menu = workbench.open_code_actions("Explain")
     titles = [text.strip() for text in menu.locator(".monaco-list-row").all_inner_texts()]
     shot(workbench, "2-light-bulb")
     assert {"Explain", "Refactor...", "Add docstring", "Ask about this code"} <= set(titles), titles
@@ -186,8 +195,7 @@ def test_refactor_asks_for_the_instruction_and_edits_the_buffer(workbench: Workb
     workbench.open_file("cart.py")
     before = workbench.editor_text()
     workbench.go_to_line(5)
-    page.keyboard.press("Control+.")
-    menu = page.locator(".action-widget:not(.action-list-submenu-panel)")
+    menu = workbench.open_code_actions("Refactor...")
     menu.locator(".monaco-list-row", has_text="Refactor...").first.click()
     box = page.locator(".quick-input-widget input")
     expect(box).to_be_visible()
@@ -205,6 +213,24 @@ def test_refactor_asks_for_the_instruction_and_edits_the_buffer(workbench: Workb
     assert "def total(prices):" in after and "def discount(amount, percent):" in after
     # In the buffer, not saved behind the user's back.
     assert (workbench.folder / "shop" / "cart.py").read_text() == CART  # type: ignore[attr-defined]
+
+
+def test_typing_shows_inline_completion_ghost_text(workbench: Workbench) -> None:
+    page = workbench.page
+    workbench.open_file("tax.py")
+    workbench.go_to_line(5)
+    page.keyboard.type('    """Return the amount with the tax rate added."""\n')
+    ghost = page.locator(".editor-group-container.active .ghost-text-decoration, .ghost-text")
+    expect(ghost.first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    shot(workbench, "5b-inline-completion")
+    suggestion = ghost.first.inner_text().strip()
+    page.keyboard.press("Tab")
+    expect(ghost).to_have_count(0)
+    assert suggestion and suggestion in " ".join(workbench.editor_text().split()), (
+        suggestion,
+        workbench.editor_text(),
+    )
+    workbench.run_command("File: Revert File")
 
 
 def chat_frame(workbench: Workbench) -> Frame:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Frame, Page
+from playwright.sync_api import Frame, Locator, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / ".cache" / "vscode-tools"
@@ -179,6 +180,19 @@ class Workbench:
             time.sleep(0.1)
         self.page.keyboard.press("Control+w")
         self.page.locator(".monaco-editor", has_text='"workbench.startupEditor"').wait_for(state="detached")
+
+    def open_code_actions(self, wanted: str) -> Locator:
+        """The light bulb menu at the cursor (Ctrl+.), once it lists `wanted`. The server answers
+        code actions at once, but the editor may ask before it knows the buffer: then ask again."""
+        menu = self.page.locator(".action-widget:not(.action-list-submenu-panel)")
+        for _ in range(3):
+            self.page.keyboard.press("Control+.")
+            try:
+                menu.locator(".monaco-list-row", has_text=wanted).first.wait_for(timeout=10_000)
+                return menu
+            except PlaywrightTimeout:
+                self.page.keyboard.press("Escape")
+        raise AssertionError(f"the light bulb never offered {wanted!r}")
 
     def go_to_line(self, line: int) -> None:
         self.page.keyboard.press("Control+g")
