@@ -1,6 +1,7 @@
 // The chat view (a webview in the secondary side bar): sends `swarm.chat`, streams the
 // `swarm/chatChunk` notifications into the pending answer, shows the agreement and the sources as links
 // that open path:line, keeps the conversation, and stops a running answer (`$/cancelRequest`).
+import { randomUUID } from 'node:crypto';
 import * as vscode from 'vscode';
 import type { LanguageClient } from 'vscode-languageclient/node';
 
@@ -145,7 +146,7 @@ export class ChatView implements vscode.WebviewViewProvider {
   }
 
   private html(webview: vscode.Webview, media: vscode.Uri): string {
-    const nonce = Array.from({ length: 24 }, () => Math.floor(Math.random() * 36).toString(36)).join('');
+    const nonce = randomUUID();
     const script = webview.asWebviewUri(vscode.Uri.joinPath(media, 'chat.js'));
     const style = webview.asWebviewUri(vscode.Uri.joinPath(media, 'chat.css'));
     return `<!DOCTYPE html>

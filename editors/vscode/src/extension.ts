@@ -3,7 +3,7 @@
 import * as vscode from 'vscode';
 import { type LanguageClient, State } from 'vscode-languageclient/node';
 
-import { Activity } from './activity.ts';
+import { Activity, type ServerState } from './activity.ts';
 import { ChatView } from './chatView.ts';
 import { createClient, serverCommand } from './client.ts';
 import { ServerCommands } from './commands.ts';
@@ -11,6 +11,14 @@ import { INSTALL_URL, notFoundMessage } from './serverCommand.ts';
 import { changesServerStart } from './settings.ts';
 
 let client: LanguageClient | undefined;
+
+/** What clicking the status bar item does, by the server's state. */
+const STATUS_CLICK: Record<ServerState, string> = {
+  starting: 'swarmLsp.showOutput',
+  running: 'swarmLsp.openChat',
+  stopped: 'swarmLsp.showOutput',
+  missing: 'swarmLsp.installHelp',
+};
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const output = vscode.window.createOutputChannel('swarm-lsp', { log: true });
@@ -21,7 +29,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     const { text, tooltip } = activity.status();
     status.text = text;
     status.tooltip = tooltip;
-    status.command = activity.state === 'missing' ? 'swarmLsp.installHelp' : activity.state === 'stopped' ? 'swarmLsp.showOutput' : 'swarmLsp.openChat';
+    status.command = STATUS_CLICK[activity.state];
     status.show();
   };
   const chat = new ChatView(context.extensionUri, () => client);
