@@ -692,9 +692,10 @@ async def test_with_index_auto_off_only_a_reindex_builds_the_index(
         assert state.index.files == 0 and state.index.watching is False
         assert not any("indexing" in str(reports[:1]) for reports in client.progress_reports.values())
         counts = await other.command("swarm.reindex", {})
-        assert counts.parsed == len(FILES)
+        files = len([path for path in repo.rglob("*.py") if ".git" not in path.parts])
+        assert counts.parsed >= files > 0  # earlier tests in this module add files to the repo
         (state,) = (await other.command("swarm.status")).folders
-        assert state.index.files == len(FILES)
+        assert state.index.files == counts.parsed
     finally:
         await client.shutdown_session()
         await client.stop()
