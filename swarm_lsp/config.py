@@ -72,7 +72,7 @@ class RemoteSettings(_Section):
     max_parallel: int = Field(4, ge=1, le=64, description="concurrent requests, 1 to 64")
 
 
-VotingStrategy = Literal["auto", "majority", "medoid", "judge", "exec"]
+VotingStrategy = Literal["auto", "majority", "medoid", "judge", "exec", "grounded"]
 """How the swarm picks one answer from its voters' candidates (see swarm_lsp/swarm/voting.py)."""
 VOTING_STRATEGIES: tuple[VotingStrategy, ...] = get_args(VotingStrategy)
 
@@ -85,6 +85,11 @@ class SwarmSettings(_Section):
     strategy: VotingStrategy = Field("auto", description=f"one of {', '.join(VOTING_STRATEGIES)}")
     queue_limit: int = Field(
         16, ge=0, le=10_000, description="requests that may wait for the model, 0 to 10000; more get 'busy'"
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        description="more models that vote beside the main one (catalog or local names, .gguf paths); "
+        "the voters are shared among them and the vote weighs each by its measured quality",
     )
 
 

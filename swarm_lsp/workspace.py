@@ -118,6 +118,7 @@ class Workspace:
         self._run_plan: RunPlan | None = None
         self._runner: SwarmRunner | None = None
         self._completion_backend: Backend | None = None
+        self._voter_backends: list[Backend] | None = None
         self._federation: Federation | None = None
         self.queue = RequestQueue(self.settings.swarm.queue_limit)
         """Requests of every door wait here for the one loaded model, in order."""
@@ -354,19 +355,23 @@ class Workspace:
         name = self.settings.completion.model
         if not name:
             return self.open_backend()[0]
-        from swarm_lsp.models.hardware import detect
-        from swarm_lsp.models.select import open_backend
+        from swarm_lsp.voter_models import open_named_model
 
         with self._lock:
             if self._completion_backend is None:
-                path_given = name.endswith(".gguf") or "/" in name
-                model = self.settings.model.model_copy(
-                    update={"name": "auto" if path_given else name, "path": name if path_given else ""}
-                )
-                swarm = self.settings.swarm.model_copy(update={"voters": self.settings.completion.voters})
-                settings = self.settings.model_copy(update={"model": model, "swarm": swarm})
-                self._completion_backend, _plan = open_backend(settings, detect())
+                voters = self.settings.completion.voters
+                self._completion_backend = open_named_model(self.settings, name, voters=voters)
             return self._completion_backend
+
+    def voter_backends(self) -> list[Backend]:
+        """The models of `swarm.models`, which vote beside the main one (loaded once)."""
+        from swarm_lsp.voter_models import open_named_model
+
+        with self._lock:
+            if self._voter_backends is None:
+                voters, names = self.settings.swarm.voters or 4, self.settings.swarm.models
+                self._voter_backends = [open_named_model(self.settings, n, voters=voters) for n in names]
+            return self._voter_backends
 
     @property
     def model_loaded(self) -> bool:
@@ -389,6 +394,7 @@ class Workspace:
     @property
     def runner(self) -> SwarmRunner:
         from swarm_lsp.swarm.runner import SwarmRunner
+        from swarm_lsp.voter_models import model_weight
 
         with self._lock:
             if self._runner is None:
@@ -408,6 +414,9 @@ class Workspace:
                     voter_timeout=swarm.timeout,
                     strategy=swarm.strategy,
                     placement=None if federation is None else federation.roster,
+                    facts=self,
+                    extra_backends=self.voter_backends(),
+                    model_weight=model_weight,
                 )
             return self._runner
 
@@ -570,8 +579,10 @@ class Workspace:
             if self._opened is not None and self._opened.embedder is not None:
                 self._opened.embedder.close()
             backends = [b for b in (self._backend, self._completion_backend) if b is not None]
+            backends += self._voter_backends or []
             self._opened = None
             self._backend = self._runner = self._run_plan = self._completion_backend = None
+            self._voter_backends = None
             return backends
 
     def __enter__(self) -> Workspace:

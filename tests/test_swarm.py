@@ -420,8 +420,14 @@ def test_cli_ask_json_schema(repo: Path, tmp_path: Path) -> None:
         "temperature",
         "completion_tokens",
         "backend",
+        "model",
+        "evidence",
     }
     assert all(set(c) == candidate_keys for c in data["candidates"])
+    assert all(c["model"] == data["model"] for c in data["candidates"])
+    for candidate in data["candidates"]:
+        if candidate["valid"]:  # an ask is checked against the index: what checked out, per candidate
+            assert set(candidate["evidence"]) == {"score", "supported", "neutral", "missing"}
     assert any(s.startswith("web/routing.py:") for s in data["sources"])
 
     bad = subprocess.run([*command, "--lines", "3-9"], capture_output=True, text=True, env=env, timeout=120)

@@ -280,9 +280,14 @@ def ask(args: argparse.Namespace) -> int:
         for candidate in result.candidates:
             mark = "*" if candidate.index == result.winner else " "
             state = "valid" if candidate.valid else f"invalid: {candidate.invalid_reason}"
-            how = f"T={candidate.temperature}, score {candidate.score}, {state}"
+            model = f"{candidate.model}, " if candidate.model else ""
+            how = f"{model}T={candidate.temperature}, score {candidate.score}, {state}"
             print(f"\n{mark} candidate {candidate.index} ({how})")
             print(candidate.text.strip())
+            evidence = candidate.evidence
+            if evidence is not None:
+                checked = {key: evidence[key] for key in ("supported", "missing") if evidence[key]}
+                print(f"  evidence {evidence['score']}: {checked or 'nothing checkable'}")
     return 0
 
 

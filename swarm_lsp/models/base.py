@@ -145,6 +145,8 @@ class Candidate:
     prompt_tokens: int = 0
     elapsed_s: float = 0.0
     backend: str = ""
+    model: str = ""
+    """The model that wrote it (set by the swarm engine from the backend that ran the voter)."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class Ballot:
     valid: bool = True
     """False when the task layer found the answer malformed (e.g. an edit that does not parse)."""
     invalid_reason: str = ""
+    weight: float = 1.0
+    """How much this candidate counts (`majority`, `grounded`): its model's quality when several
+    models vote together; 1.0 otherwise."""
 
 
 @dataclass(frozen=True)

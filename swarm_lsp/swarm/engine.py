@@ -358,6 +358,7 @@ class SwarmEngine:
                 continue
             candidate.index = index
             candidate.backend = candidate.backend or name
+            candidate.model = candidate.model or assignment.backend.info.model
             result.candidates.append(candidate)
         return retry
 

@@ -100,7 +100,7 @@ def stop_strings(task: Task) -> list[str]:
     """Strings that end generation: chat-template tokens, and for text answers an invented next turn."""
     stops = ["<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"]
     if task.kind not in CODE_KINDS:
-        stops += ["\nUser:", "\nHuman:"]
+        stops += ["\nUser:", "\nHuman:", "\nQuestion:", "\nAnswer:"]  # the last two: base models' turns
     return stops
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from swarm_lsp.swarm.grounding import check_citations, find_citations
 from swarm_lsp.swarm.measure import TokenMeasure
 from swarm_lsp.swarm.prompts import build_messages, max_tokens_for, stop_strings
 from swarm_lsp.swarm.tasks import CODE_KINDS, Edit, Task
-from swarm_lsp.swarm.voting import vote
+from swarm_lsp.swarm.verification import CodeFacts, Evidence, gather_evidence
+from swarm_lsp.swarm.voting import GROUNDED_KINDS, vote
 
 PROMPT_OVERHEAD_TOKENS = 200
 """System prompt and instructions, beyond the task's own text: kept out of the context budget."""
@@ -33,6 +34,9 @@ RETRIEVE_FACTOR = 2
 fits the surplus in. Tasks about a selection, and chat, retrieve what fits and are not compressed:
 summarising costs model calls before the first answer token, and their focus is the selection."""
 LOW_AGREEMENT = 0.5
+LOW_AGREEMENT_BY_STRATEGY = {"grounded": 0.25}
+"""Where accuracy drops, measured per strategy (bench/swarm_quality.py's calibration bins: `grounded`
+winners under 0.25 were right 0-6% of the time, from 0.25 up about half the time and more)."""
 MAX_CONTEXT_SOURCES = 8
 """Sources listed from the context (the most relevant pieces first), after those the answer cites."""
 PIECE_SEPARATOR = "\n\n--- "
@@ -66,6 +70,9 @@ class CandidateView:
     completion_tokens: int = 0
     backend: str = ""
     """Where it was written: this machine's backend, or `peer host:port`."""
+    model: str = ""
+    evidence: dict[str, Any] | None = None
+    """What of its claims checked out against the workspace (`Evidence.to_dict`), when checked."""
 
 
 @dataclass
@@ -99,7 +106,7 @@ class SwarmResult:
 
     @property
     def low_agreement(self) -> bool:
-        return self.agreement < LOW_AGREEMENT
+        return self.agreement < LOW_AGREEMENT_BY_STRATEGY.get(self.strategy, LOW_AGREEMENT)
 
     def to_dict(self, *, candidates: bool = True) -> dict[str, Any]:
         data = {
@@ -152,9 +159,17 @@ class SwarmRunner:
         strategy: str = "auto",
         compress: bool = True,
         placement: Placement | None = None,
+        facts: CodeFacts | None = None,
+        extra_backends: Sequence[Backend] = (),
+        model_weight: Callable[[str], float] | None = None,
     ) -> None:
-        """`placement`: where voters run (a federation's roster); by default all on `backend`."""
+        """`placement`: where voters run (a federation's roster); by default all on `backend`.
+        `facts`: the workspace's definitions, to check what answers claim (`grounded` voting).
+        `extra_backends`: more models that share the voters; then `model_weight` (by model name)
+        weighs each candidate in the vote."""
         self.backend = backend
+        self.facts = facts
+        self.model_weight = model_weight if extra_backends else None
         self.context_source = context_source
         self.root = root
         self.context_length = context_length
@@ -162,8 +177,9 @@ class SwarmRunner:
         self.max_tokens = max_tokens
         self.strategy = strategy
         self.compress = compress
+        backends = [backend, *extra_backends]
         self.engine = SwarmEngine(
-            [backend], temperature=temperature, voter_timeout=voter_timeout, placement=placement
+            backends, temperature=temperature, voter_timeout=voter_timeout, placement=placement
         )
         self.measure = TokenMeasure(backend)
         self.conversations: dict[str, Conversation] = {}
@@ -219,14 +235,19 @@ class SwarmRunner:
             )
         tick = time.monotonic()
         parsed = [parse_answer(task, candidate.text) for candidate in generated.candidates]
+        weigh = self.model_weight
         ballots = [
-            Ballot(c.index, p.text, p.code, p.valid, p.invalid_reason)
+            Ballot(c.index, p.text, p.code, p.valid, p.invalid_reason, weigh(c.model) if weigh else 1.0)
             for c, p in zip(generated.candidates, parsed, strict=True)
         ]
         # A judge call would replace the backend's cached prompt; a chat keeps it for the next turn.
         chosen = strategy or self.strategy
         keep_cache = task.kind == "chat" and chosen != "judge"
         judge = None if keep_cache else self._judge(asyncio.get_running_loop(), cancel)
+        evidence = None
+        if self.facts is not None and task.kind in GROUNDED_KINDS and task.prompt.strip():
+            answers = {b.index: b.text for b in ballots if b.valid}
+            evidence = await asyncio.to_thread(gather_evidence, task.prompt, answers, self.facts)
         if exec_spec is None and task.kind in CODE_KINDS and task.language == "python":
             exec_spec = ExecSpec(language="python")
         result = await asyncio.to_thread(
@@ -237,6 +258,7 @@ class SwarmRunner:
             judge=judge,
             exec_spec=exec_spec,
             question=_question_for(task),
+            evidence=evidence,
         )
         timings["vote"] = time.monotonic() - tick
         notes.extend(result.notes)
@@ -261,7 +283,7 @@ class SwarmRunner:
             strategy=result.strategy,
             winner=result.winner,
             sources=_unique([*answer_sources, *citations])[: len(answer_sources) + MAX_CONTEXT_SOURCES],
-            candidates=_views(generated.candidates, parsed, result),
+            candidates=_views(generated.candidates, parsed, result, evidence or {}),
             voters=voters,
             degraded=generated.degraded,
             notes=notes,
@@ -450,7 +472,10 @@ class SwarmRunner:
 
 
 def _views(
-    candidates: Sequence[Any], parsed: Sequence[ParsedAnswer], result: VoteResult
+    candidates: Sequence[Any],
+    parsed: Sequence[ParsedAnswer],
+    result: VoteResult,
+    evidence: Mapping[int, Evidence],
 ) -> list[CandidateView]:
     return [
         CandidateView(
@@ -464,6 +489,8 @@ def _views(
             temperature=candidate.sampling.temperature,
             completion_tokens=candidate.completion_tokens,
             backend=candidate.backend,
+            model=candidate.model,
+            evidence=evidence[candidate.index].to_dict() if candidate.index in evidence else None,
         )
         for candidate, answer in zip(candidates, parsed, strict=True)
     ]

@@ -16,6 +16,7 @@ export const SERVER_SETTINGS = [
   'swarm.strategy',
   'swarm.maxTokens',
   'swarm.temperature',
+  'swarm.models',
   'index.auto',
   'index.watch',
   'index.embedder',

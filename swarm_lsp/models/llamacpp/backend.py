@@ -61,6 +61,7 @@ from swarm_lsp.models.base import (
     Sampling,
     run_cancellable,
 )
+from swarm_lsp.models.completion_prompt import completion_prompt
 from swarm_lsp.models.llamacpp.cache import PromptCache
 from swarm_lsp.models.llamacpp.decoding import (
     DEFAULT_DRAFT_TOKENS,
@@ -96,11 +97,6 @@ MIN_N_BATCH = 2 * TILED_UBATCH_MIN_TOKENS
 
 LOCK_POLL_S = 0.05
 """How often a request waiting for the context re-checks its cancellation token and deadline."""
-
-
-def _chatml(messages: Sequence[Message]) -> str:
-    turns = "".join(f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n" for m in messages)
-    return turns + "<|im_start|>assistant\n"
 
 
 class LlamaCppBackend:
@@ -230,10 +226,16 @@ class LlamaCppBackend:
             request, token, Deadline(request.timeout), time.monotonic(), ignore_eog=ignore_eog
         )
 
+    @property
+    def has_chat_template(self) -> bool:
+        """False for a base model: its prompts are plain completions (`completion_prompt`)."""
+        return self._formatter is not None
+
     def render_prompt(self, messages: Sequence[Message]) -> str:
-        """The messages in the model's chat template, ending where the assistant's answer starts."""
+        """The messages in the model's chat template, ending where the assistant's answer starts;
+        for a model without one, as a plain completion prompt."""
         if self._formatter is None:
-            return _chatml(messages)
+            return completion_prompt(messages)
         try:
             rendered = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
         except Exception as error:  # jinja templates raise their own exception types
