@@ -35,6 +35,9 @@ class ExecSpec:
     """Test sources: assert statements, or pytest-style `test_*` functions (called without arguments)."""
     inputs: Sequence[str] = ()
     """Expressions evaluated in each candidate's namespace, e.g. "f(3)"; equal outputs mean agreement."""
+    expected: Sequence[str | None] = ()
+    """Per input, the output the answer must give (the original's, for a refactor); each match counts
+    as a test passed. Empty: none expected."""
     timeout_s: float = 5.0
     """Per candidate: its module, tests and inputs together."""
     total_timeout_s: float | None = None
@@ -93,7 +96,14 @@ def exec_vote(pool: BallotPool, spec: ExecSpec) -> VoteResult:
     exited = [i for i in valid_ids if outcome[i].error == INTERPRETER_EXITED]
     if exited:
         notes.append(f"{plural(len(exited), 'candidate')} ended the interpreter")
-    passed = {i: sum(outcome[i].tests) for i in valid_ids}
+    # Expected outputs pair with the inputs one to one; a dropped input would misalign them.
+    expected = list(spec.expected) if len(spec.expected) == len(spec.inputs) == len(inputs) else []
+    matched = {
+        i: sum(o is not None and o == e for o, e in zip(outcome[i].outputs, expected, strict=False))
+        for i in valid_ids
+    }
+    passed = {i: sum(outcome[i].tests) + matched[i] for i in valid_ids}
+    total_tests += len(expected)
     agree = _output_agreement(outcome, valid_ids, len(inputs))
     consensus = sub.consensus()
     winner = best_index(
@@ -122,8 +132,14 @@ def exec_vote(pool: BallotPool, spec: ExecSpec) -> VoteResult:
     else:
         votes = {}
         agreement = consensus[winner]
-    if total_tests:
-        notes.append(f"winner passed {passed[winner]} of {total_tests} tests")
+    if expected:
+        notes.append(
+            f"winner behaves like the original on {matched[winner]} of {len(expected)} generated calls"
+        )
+    if total_tests > len(expected):
+        notes.append(
+            f"winner passed {passed[winner] - matched[winner]} of {total_tests - len(expected)} tests"
+        )
     return VoteResult("exec", winner, clip(agreement), pool.all_scores(scores), tuple(notes), votes)
 
 

@@ -19,6 +19,7 @@ from swarm_lsp.swarm.ballots import Ballot, VoteResult
 from swarm_lsp.swarm.compression import Budget, fit_context
 from swarm_lsp.swarm.context import ContextPack, ContextSource, Focus
 from swarm_lsp.swarm.engine import Placement, ProgressCallback, SwarmEngine, SwarmProgress
+from swarm_lsp.swarm.exec_inputs import generated_checks
 from swarm_lsp.swarm.exec_vote import ExecSpec
 from swarm_lsp.swarm.grounding import check_citations, find_citations
 from swarm_lsp.swarm.measure import TokenMeasure
@@ -249,7 +250,7 @@ class SwarmRunner:
             answers = {b.index: b.text for b in ballots if b.valid}
             evidence = await asyncio.to_thread(gather_evidence, task.prompt, answers, self.facts)
         if exec_spec is None and task.kind in CODE_KINDS and task.language == "python":
-            exec_spec = ExecSpec(language="python")
+            exec_spec = await asyncio.to_thread(generated_checks, task) or ExecSpec(language="python")
         result = await asyncio.to_thread(
             vote,
             ballots,
