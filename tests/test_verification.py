@@ -74,9 +74,8 @@ def test_a_citation_of_an_unrelated_file_is_not_evidence(workspace: Workspace) -
 
 
 def test_plain_prose_makes_no_claims(workspace: Workspace) -> None:
-    (evidence,) = gather_evidence(
-        "What does total do?", {0: "It adds the prices up and returns the sum."}, workspace
-    ).values()
+    answer = "It adds the prices up, e.g. a cart's, and returns the sum (i.e. a number)."
+    (evidence,) = gather_evidence("What does total do?", {0: answer}, workspace).values()
     assert evidence.claims == 0 and evidence.score == 0.5
 
 

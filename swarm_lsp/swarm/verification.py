@@ -157,7 +157,9 @@ def answer_names(answer: str) -> tuple[list[str], list[str], list[str]]:
 def _code_shaped(word: str) -> bool:
     """snake_case, CamelCase (an inner capital), or dotted.names: not an ordinary English word."""
     bare = word.strip("_")
-    return "_" in bare or "." in word or re.search(r"[a-z][A-Z]", word) is not None
+    if "." in word:  # module.name, Class.method; not "e.g" or "i.e"
+        return all(len(part) >= 2 for part in word.split("."))
+    return "_" in bare or re.search(r"[a-z][A-Z]", word) is not None
 
 
 def check_claims(answer: str, facts: FactIndex, asked: Sequence[str]) -> Evidence:
