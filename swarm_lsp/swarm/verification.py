@@ -128,7 +128,9 @@ def answer_names(answer: str) -> tuple[list[str], list[str], list[str]]:
     """The file paths, the code-shaped names and the capitalised words an answer gives, in order of
     first mention. Capitalised words (`Request`) may name a class or be prose: they count as claims
     only when the workspace defines them."""
-    paths = list(dict.fromkeys(match.group(1) for match in _PATH.finditer(answer)))
+    found = (match.group(1) for match in _PATH.finditer(answer))
+    # A bare name needs a stem of two characters: "main.c" is a file, "e.g" is not.
+    paths = list(dict.fromkeys(p for p in found if "/" in p or len(p.split(".", 1)[0]) >= 2))
     path_words = {part for path in paths for part in re.split(r"[/.]", path)}
     names: dict[str, None] = {}
     for match in _BACKTICKED.finditer(answer):
