@@ -3,6 +3,8 @@ what a candidate names is checked against the symbols table, and the vote weighs
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from swarm_lsp.config import load_settings
@@ -158,3 +160,12 @@ def test_low_agreement_fires_where_each_strategy_measured_accuracy_drop(
 
     result = SwarmResult("ask", "", None, agreement, strategy, 0, [], [], 5, False)
     assert result.low_agreement is low
+
+
+def test_without_an_index_nothing_is_checked(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    loaded = load_settings(
+        tmp_path, {"index": {"location": str(data), "embedder": "none"}}, env={}, user_file=data / "x.toml"
+    )
+    with Workspace(tmp_path, loaded=loaded) as empty:
+        assert gather_evidence("Which file defines Map?", {0: "shop/routing.py"}, empty) == {}

@@ -248,7 +248,7 @@ class SwarmRunner:
         evidence = None
         if self.facts is not None and task.kind in GROUNDED_KINDS and task.prompt.strip():
             answers = {b.index: b.text for b in ballots if b.valid}
-            evidence = await asyncio.to_thread(gather_evidence, task.prompt, answers, self.facts)
+            evidence = await asyncio.to_thread(gather_evidence, task.prompt, answers, self.facts) or None
         if exec_spec is None and task.kind in CODE_KINDS and task.language == "python":
             exec_spec = await asyncio.to_thread(generated_checks, task) or ExecSpec(language="python")
         result = await asyncio.to_thread(

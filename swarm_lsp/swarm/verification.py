@@ -214,9 +214,12 @@ def _relates(claimed: Collection[Symbol], asked: Collection[Symbol]) -> bool:
 
 
 def gather_evidence(question: str, answers: Mapping[int, str], facts: CodeFacts) -> dict[int, Evidence]:
-    """The evidence of each answer (by ballot index), from one read of the workspace's definitions."""
+    """The evidence of each answer (by ballot index), from one read of the workspace's definitions;
+    empty when the workspace has no index yet (every claim would look invented)."""
     asked_words = question_names(question)
     named = [name for answer in answers.values() for group in answer_names(answer)[1:] for name in group]
     index = FactIndex.read(facts, [*asked_words, *named])
+    if not index.paths:
+        return {}
     asked = [word for word in asked_words if index.defined(word)]
     return {i: check_claims(answer, index, asked) for i, answer in answers.items()}
