@@ -252,9 +252,8 @@ def test_chat_streams_two_turns_and_a_source_link_lands_on_its_line(workbench: W
         expect(chat.locator("#stop")).to_be_enabled()
         # The pending answer grows as the voters write (swarm/chatChunk), before the voted answer lands.
         while chat.locator(".turn.answer:not(.pending)").count() < turn:
-            pending = chat.locator(".turn.pending .text")
-            if pending.count() > 0:
-                text = pending.inner_text()
+            # all_inner_texts does not wait: the pending answer may be replaced at any moment.
+            for text in chat.locator(".turn.pending .text").all_inner_texts()[:1]:
                 if text and (not texts_seen or texts_seen[-1] != text):
                     texts_seen.append(text)
             time.sleep(0.05)
