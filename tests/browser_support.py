@@ -9,10 +9,12 @@ from __future__ import annotations
 import shutil
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 
 def chromium_path() -> str:
@@ -39,3 +41,17 @@ def assert_screenshot_not_blank(page: Page, path: Path, *, width: int, full_page
             pixels += png[offset + 8 : offset + 8 + length]
         offset += 12 + length
     assert len(set(zlib.decompress(pixels))) > 64, f"{path} looks blank"
+
+
+@contextmanager
+def chromium(expect_timeout_ms: int) -> Iterator[Browser]:
+    """Debian's Chromium under Playwright, with `expect` waiting `expect_timeout_ms` (two busy cores
+    need more than Playwright's default 5 s)."""
+    executable = chromium_path()
+    expect.set_options(timeout=expect_timeout_ms)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -21,8 +21,8 @@ from typing import Any
 import openai
 import pytest
 from browser_support import assert_screenshot_not_blank as check_screenshot
-from browser_support import chromium_path
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from browser_support import chromium
+from playwright.sync_api import Browser, Page, Route, expect
 from server_processes import api_env, api_server, write_workspace
 
 from swarm_lsp.config import workspace_data_dir
@@ -42,13 +42,8 @@ ANSWER_TIMEOUT_MS = 120_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = chromium_path()
-    # Two cores shared with a model and a server: give the page more than Playwright's default 5 s.
-    expect.set_options(timeout=15_000)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    with chromium(15_000) as browser:
         yield browser
-        browser.close()
 
 
 @dataclass

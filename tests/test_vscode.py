@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import assert_screenshot_not_blank, chromium_path
-from playwright.sync_api import Browser, Frame, Page, expect, sync_playwright
+from browser_support import assert_screenshot_not_blank, chromium
+from playwright.sync_api import Browser, Frame, Page, expect
 from vscode_support import (
     EXTENSION,
     NODE_BIN,
@@ -65,12 +65,8 @@ def test_the_extension_unit_tests_and_type_check_pass() -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = chromium_path()
-    expect.set_options(timeout=30_000)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    with chromium(30_000) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
