@@ -2,6 +2,7 @@
 
     python bench/swarm_quality.py [--projects werkzeug==3.1.3,click==8.1.7] [--questions 30]
                                   [--models bundled,gemma3-270m] [--max-tokens 64] [--context 1500]
+                                  [--diversity both|on|off]
 
 Workspaces: the `src/` of pinned sdists (werkzeug 3.1.3, a web toolkit of large classes; click 8.1.7,
 a CLI library of many small functions and decorators; see `_projects.py`), indexed full text only.
@@ -19,7 +20,9 @@ votes over the 5; `grounded` checks each candidate's claims against the index (s
 "gap closed" is (strategy - single) / (oracle - single). With two models, "together" votes over 3
 candidates of the first and 2 of the second (the first model's voter 0 is "single"). The judge runs
 only for models with a chat template (a base model cannot judge). Calibration: accuracy of the
-`auto` winner per agreement bin. Prints markdown.
+`auto` winner per agreement bin. `--diversity both` (the default) generates every question twice per
+model, voters 1-4 reading the shared prompt and then their own variant of it
+(swarm/prompt_variants.py), and reports both; "together" uses the variants. Prints markdown.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
 from swarm_lsp.swarm.answers import parse_answer
 from swarm_lsp.swarm.ballots import Ballot
 from swarm_lsp.swarm.engine import SwarmEngine
+from swarm_lsp.swarm.prompt_variants import voter_variants
 from swarm_lsp.swarm.prompts import build_messages, stop_strings
 from swarm_lsp.swarm.runner import SwarmRunner
 from swarm_lsp.swarm.tasks import Task
@@ -97,6 +101,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--context", type=int, default=1500, help="context budget in tokens")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--diversity", choices=("both", "on", "off"), default="both", help="per-voter prompt variants"
+    )
     return parser.parse_args()
 
 
@@ -277,7 +284,13 @@ async def main() -> int:
     print(f"- {machine_line()}")
     print(f"- load average before: {load_average()}")
     models = [open_model(name, args) for name in names]
-    tallies = {model.name: Tally() for model in models}
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.diversity]
+    runs = [
+        (model, diverse, model.name + (" + diversity" if diverse else ""))
+        for model in models
+        for diverse in modes
+    ]
+    tallies = {label: Tally() for _, _, label in runs}
     pooled: list[tuple[str, Question, Workspace, list[str], list[bool]]] = []
     workspaces: list[Workspace] = []
     with tempfile.TemporaryDirectory(prefix="swarm-quality-") as scratch:
@@ -300,17 +313,21 @@ async def main() -> int:
                 pack = workspace.context_for(question.text, args.context)
                 messages = build_messages(task, pack.render(), context_citations=pack.citations)
                 by_model = []
-                for model in models:
+                for model, diverse, label in runs:
+                    variants = voter_variants(task, messages, pack.render(), VOTERS) if diverse else None
                     generated = await model.engine.generate(
-                        messages, VOTERS, max_tokens=args.max_tokens, stop=stop_strings(task)
+                        messages,
+                        VOTERS,
+                        max_tokens=args.max_tokens,
+                        stop=stop_strings(task),
+                        variants=variants,
                     )
                     ordered = sorted(generated.candidates, key=lambda c: c.index)
                     answers = [parse_answer(task, c.text).text for c in ordered]
                     right = [correct(question, a, basenames) for a in answers]
-                    by_model.append((answers, right))
-                    await score(
-                        tallies[model.name], project, question, answers, right, workspace, model.judge
-                    )
+                    if diverse == modes[-1]:
+                        by_model.append((answers, right))
+                    await score(tallies[label], project, question, answers, right, workspace, model.judge)
                 if len(models) == 2:
                     (first, first_right), (second, second_right) = by_model
                     a, b = TOGETHER
@@ -326,8 +343,9 @@ async def main() -> int:
         # Both models together, each candidate weighed by its model's single-sample accuracy in this run.
         together = Tally() if pooled else None
         weights = [
-            max(MIN_WEIGHT, tallies[m.name].hits["single (voter 0, greedy)"] / len(pooled or [0]))
-            for m in models
+            max(MIN_WEIGHT, tallies[label].hits["single (voter 0, greedy)"] / len(pooled or [0]))
+            for _, diverse, label in runs
+            if diverse == modes[-1]
         ]
         for project, question, workspace, answers, right in pooled:
             assert together is not None
@@ -341,10 +359,11 @@ async def main() -> int:
         f"({args.questions} per project: which-file of classes, of functions, which-class of methods); "
         f"context {args.context} tokens, {args.max_tokens} new tokens per voter\n"
     )
-    for model in models:
-        print_tally(f"{model.name} ({model.backend.info.model})", tallies[model.name], labels)
+    for model, _, label in runs:
+        print_tally(f"{label} ({model.backend.info.model})", tallies[label], labels)
     if together is not None:
         title = f"together: {TOGETHER[0]} x {names[0]} + {TOGETHER[1]} x {names[1]}"
+        title += " (with diversity)" if modes[-1] else ""
         print(f"Weights (single-sample accuracy): {names[0]} {weights[0]:.2f}, {names[1]} {weights[1]:.2f}\n")
         print_tally(title, together, labels)
     print(f"- wall time {time.monotonic() - started:.0f} s; load average after: {load_average()}")

@@ -91,6 +91,11 @@ class SwarmSettings(_Section):
         description="more models that vote beside the main one (catalog or local names, .gguf paths); "
         "the voters are shared among them and the vote weighs each by its measured quality",
     )
+    diversity: bool = Field(
+        True,
+        description="true or false: voters after the first read a question with another context piece "
+        "shown again and another hint, so they err differently (ask and chat)",
+    )
 
 
 class CompletionSettings(_Section):

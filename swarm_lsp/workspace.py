@@ -417,6 +417,7 @@ class Workspace:
                     facts=self,
                     extra_backends=self.voter_backends(),
                     model_weight=model_weight,
+                    diversity=swarm.diversity,
                 )
             return self._runner
 

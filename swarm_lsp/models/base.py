@@ -100,6 +100,11 @@ class GenerationRequest:
     prompt: str | None = None
     """Raw text the model continues as it is, without the chat template (code completion and
     fill-in-the-middle); `messages` is then left empty. Special-token text (FIM markers) is parsed."""
+    variants: Sequence[Sequence[Message] | None] | None = None
+    """Per candidate, other messages to answer instead of `messages` (None: `messages`), for prompt
+    diversity. They should differ from `messages` only near the end: the llama.cpp backend evaluates
+    the common part once and each candidate's own tail in one batch, and its first candidate always
+    reads `messages`. A backend may answer `messages` for any candidate (remote servers do)."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -112,6 +117,8 @@ class GenerationRequest:
             raise ValueError("a generation request takes messages or a raw prompt, not both")
         if not isinstance(self.sampling, Sampling) and len(self.sampling) != self.n:
             raise ValueError(f"got {len(self.sampling)} sampling settings for n={self.n} candidates")
+        if self.variants is not None and (self.prompt is not None or len(self.variants) != self.n):
+            raise ValueError(f"variants need messages and exactly n={self.n} entries")
 
     def sampling_for(self, index: int) -> Sampling:
         """The sampling settings of candidate `index`."""

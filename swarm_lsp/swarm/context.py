@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+PIECE_SEPARATOR = "\n\n--- "
+"""Between two pieces of a rendered context (`ContextPack.render`)."""
+
 
 @dataclass(frozen=True)
 class Focus:

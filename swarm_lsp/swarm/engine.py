@@ -1,8 +1,9 @@
 """Fan one prompt out to N voters over one or more backends, and gather what comes back in time.
 
 Voters differ by sampling: voter 0 decodes greedily (the model's single best guess), the others
-sample at the configured temperature with their own seeds. All voters get the same messages, so
-a local llama.cpp backend evaluates the shared prompt once and decodes the voters as one batch.
+sample at the configured temperature with their own seeds. All voters get the same messages, or a
+variant whose end differs (`variants`, swarm/prompt_variants.py), so a local llama.cpp backend
+evaluates the shared prompt once and decodes the voters as one batch.
 
 Where voters run is a `Placement`: fixed backends by default, or a federation's scheduler, which
 spreads them over this machine and its peers. Failover: the voters of a machine that fails
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -228,9 +229,11 @@ class SwarmEngine:
         prompt_lookup: bool = False,
         temperature: float | None = None,
         seed: int | None = None,
+        variants: Mapping[int, Sequence[Message]] | None = None,
     ) -> EngineResult:
         """N candidates for `messages`. Voters whose machine fails are placed again elsewhere while
-        the deadline allows (a federation's placement); the rest of the vote goes on without them."""
+        the deadline allows (a federation's placement); the rest of the vote goes on without them.
+        `variants`: other messages for some voters, by voter index (backends may answer `messages`)."""
         started = time.monotonic()
         deadline = Deadline(self.voter_timeout)
         samplings = self.samplings(voters, temperature=temperature, seed=seed)
@@ -272,6 +275,7 @@ class SwarmEngine:
                             cancel=cancel,
                             timeout=deadline.remaining(),
                             prompt_lookup=prompt_lookup,
+                            variants=[variants.get(index) for index in group] if variants else None,
                         ),
                     )
                     for assignment, group in groups

@@ -17,12 +17,13 @@ from swarm_lsp.models.base import Backend, GenerationRequest, Message, Sampling
 from swarm_lsp.swarm.answers import ParsedAnswer, parse_answer
 from swarm_lsp.swarm.ballots import Ballot, VoteResult
 from swarm_lsp.swarm.compression import Budget, fit_context
-from swarm_lsp.swarm.context import ContextPack, ContextSource, Focus
+from swarm_lsp.swarm.context import PIECE_SEPARATOR, ContextPack, ContextSource, Focus
 from swarm_lsp.swarm.engine import Placement, ProgressCallback, SwarmEngine, SwarmProgress
 from swarm_lsp.swarm.exec_inputs import generated_checks
 from swarm_lsp.swarm.exec_vote import ExecSpec
 from swarm_lsp.swarm.grounding import check_citations, find_citations
 from swarm_lsp.swarm.measure import TokenMeasure
+from swarm_lsp.swarm.prompt_variants import voter_variants
 from swarm_lsp.swarm.prompts import build_messages, max_tokens_for, stop_strings
 from swarm_lsp.swarm.tasks import CODE_KINDS, Edit, Task
 from swarm_lsp.swarm.verification import CodeFacts, Evidence, gather_evidence
@@ -40,8 +41,6 @@ LOW_AGREEMENT_BY_STRATEGY = {"grounded": 0.25}
 winners under 0.25 were right 0-6% of the time, from 0.25 up about half the time and more)."""
 MAX_CONTEXT_SOURCES = 8
 """Sources listed from the context (the most relevant pieces first), after those the answer cites."""
-PIECE_SEPARATOR = "\n\n--- "
-"""Between two pieces of a rendered context (`ContextPack.render`)."""
 MAX_REFITS = 3
 """Times a context that overshoots the window (measured in model tokens) is retrieved again, smaller."""
 REFIT_SLACK_TOKENS = 32
@@ -93,7 +92,7 @@ class SwarmResult:
     timings: dict[str, float] = field(default_factory=dict)
     model: str = ""
     prompt_tokens: int = 0
-    """The prompt's length in model tokens (every voter read the same prompt)."""
+    """The longest prompt a voter read, in model tokens (voters with a variant read a little more)."""
     placed: dict[str, int] = field(default_factory=dict)
     """Voters run per machine ("local", or a peer's host:port), retries included."""
     failed_nodes: list[str] = field(default_factory=list)
@@ -163,12 +162,15 @@ class SwarmRunner:
         facts: CodeFacts | None = None,
         extra_backends: Sequence[Backend] = (),
         model_weight: Callable[[str], float] | None = None,
+        diversity: bool = True,
     ) -> None:
         """`placement`: where voters run (a federation's roster); by default all on `backend`.
         `facts`: the workspace's definitions, to check what answers claim (`grounded` voting).
         `extra_backends`: more models that share the voters; then `model_weight` (by model name)
-        weighs each candidate in the vote."""
+        weighs each candidate in the vote. `diversity`: voters after the first read their own
+        ending of a question's prompt (swarm/prompt_variants.py)."""
         self.backend = backend
+        self.diversity = diversity
         self.facts = facts
         self.model_weight = model_weight if extra_backends else None
         self.context_source = context_source
@@ -215,6 +217,7 @@ class SwarmRunner:
                 notes.append("this chat's context was chosen again to fit the model's window")
                 context, citations, messages = await self._fitted(task, max_tokens, cancel, notes)
         timings["retrieve"] = time.monotonic() - started
+        variants = voter_variants(task, messages, context, voters) if self.diversity else {}
         tick = time.monotonic()
         generated = await self.engine.generate(
             messages,
@@ -225,6 +228,7 @@ class SwarmRunner:
             on_progress=on_progress,
             temperature=options.temperature,
             seed=options.seed,
+            variants={i: v for i, v in variants.items() if self._overshoot(v, max_tokens) <= 0},
         )
         timings["generate"] = time.monotonic() - tick
         notes.extend(generated.failures)

@@ -28,11 +28,9 @@ rounds differently, so a lone candidate with a long prompt can differ in a near-
 candidate decoded beside others. Padding such steps with a second row would cost a token's
 compute per step, which exactness is not worth.
 
-Prompt lookup (request.prompt_lookup). Each candidate drafts the tokens that followed the latest
-earlier occurrence of its last 3, 2 or 1 tokens in prompt + output; the drafts ride in the same
-step and are kept while the sampled token equals the draft. It pays when the answer copies the
-prompt (edits of given code); on a small CPU model a drafted row costs nearly a sampled one, so
-the draft length adapts to how often a candidate's drafts were accepted.
+Prompt variants (request.variants, variants.py): candidates may read their own ending of the
+prompt; each copies the common prefix and evaluates only its tail. Prompt lookup
+(request.prompt_lookup, decoding.py): drafts of tokens copied from the prompt ride in the steps.
 """
 
 from __future__ import annotations
@@ -55,7 +53,6 @@ from swarm_lsp.models.base import (
     Deadline,
     FinishReason,
     GenerationRequest,
-    GenerationTimeout,
     Message,
     ModelError,
     Sampling,
@@ -64,6 +61,7 @@ from swarm_lsp.models.base import (
 from swarm_lsp.models.completion_prompt import completion_prompt
 from swarm_lsp.models.llamacpp.cache import PromptCache
 from swarm_lsp.models.llamacpp.decoding import (
+    BACKEND_NAME,
     DEFAULT_DRAFT_TOKENS,
     CandidateText,
     DecodeJob,
@@ -71,6 +69,7 @@ from swarm_lsp.models.llamacpp.decoding import (
     GenerationStats,
     PromptLookup,
     SamplerHandle,
+    next_draft_limit,
 )
 from swarm_lsp.models.llamacpp.native import (
     TILED_UBATCH_MIN_TOKENS,
@@ -87,8 +86,8 @@ from swarm_lsp.models.llamacpp.native import (
     new_sampler,
     token_piece,
 )
+from swarm_lsp.models.llamacpp.variants import Tail, evaluate_tails, plan_tails, variant_prompts
 
-BACKEND_NAME = "llama.cpp"
 DEFAULT_N_CTX = 4096
 DEFAULT_GENERATION_RESERVE = 512
 
@@ -342,11 +341,12 @@ class LlamaCppBackend:
                 job.prompt = self.request_tokens(request)
                 job.stats.prompt_tokens = len(job.prompt)
                 self._check_fits(len(job.prompt), request.max_tokens)
+                job.variant_prompts = variant_prompts(request, job.prompt, self.prompt_tokens, self.n_ctx)
                 self._run_waves(job)
             finally:
                 self.last_stats = job.stats
                 self._lock.release()
-        return self._collect(job)
+        return job.collect()
 
     def _check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
         if prompt_tokens + max_tokens > self.n_ctx:
@@ -379,36 +379,6 @@ class LlamaCppBackend:
         room_for_candidates = (self.kv_cells - prompt_tokens) // max_tokens
         return max(1, min(self.n_seq_max, room_for_candidates))
 
-    def _collect(self, job: DecodeJob) -> list[Candidate]:
-        """The candidates in index order; ones never decoded carry the interruption's reason."""
-        reason = job.interruption() or "cancelled"
-        candidates = [
-            job.candidates.get(index) or self._candidate(job, index, "", reason, 0)
-            for index in range(job.request.n)
-        ]
-        if any(candidate.finish_reason == "timeout" for candidate in candidates):
-            raise GenerationTimeout(
-                f"generation did not finish within {job.request.timeout} s "
-                f"({sum(c.completion_tokens for c in candidates)} tokens produced); "
-                "the partial candidates are attached",
-                partial=candidates,
-            )
-        return candidates
-
-    def _candidate(
-        self, job: DecodeJob, index: int, text: str, reason: FinishReason, completion_tokens: int
-    ) -> Candidate:
-        return Candidate(
-            index=index,
-            text=text,
-            finish_reason=reason,
-            sampling=job.request.sampling_for(index),
-            completion_tokens=completion_tokens,
-            prompt_tokens=len(job.prompt),
-            elapsed_s=time.monotonic() - job.started,
-            backend=BACKEND_NAME,
-        )
-
     # -- one wave: prompt once, then one llama_decode per step -----------------------------------
 
     @property
@@ -419,39 +389,70 @@ class LlamaCppBackend:
         logits_row = self._cache.evaluate(job)
         if logits_row is None:
             return
-        job.scratch_cells = self.kv_cells - len(job.prompt) - len(indices) * job.request.max_tokens
+        free_cells = self.kv_cells - len(job.prompt) - len(indices) * job.request.max_tokens
+        tails = plan_tails(job.variant_prompts, job.prompt, indices, free_cells)
+        job.scratch_cells = free_cells - sum(len(tail.tokens) for tail in tails.values())
         sequences: list[DecodeSequence] = []
         try:
             for seq_id, index in enumerate(indices):
-                sequences.append(self._open_sequence(job, index, seq_id))
-                if seq_id:
+                tail = tails.get(seq_id)
+                sequences.append(self._open_sequence(job, index, seq_id, tail))
+                if seq_id and tail is None:
                     llama_cpp.llama_memory_seq_cp(self._memory, 0, seq_id, -1, -1)
             step_started = time.perf_counter()
             for sequence in sequences:
-                self._accept(job, sequence, self._sample(job, sequence, logits_row))
+                if sequence.seq_id not in tails:  # the others sample after their tails
+                    self._accept(job, sequence, self._sample(job, sequence, logits_row))
             job.stats.generation_s += time.perf_counter() - step_started
+            if tails:
+                self._evaluate_tails(job, sequences, list(tails.values()))
             self._decode_steps(job, sequences)
         finally:
             for sequence in sequences:
                 llama_cpp.llama_sampler_free(sequence.sampler)
             self._cache.keep_only_prompt(len(job.prompt))
 
-    def _open_sequence(self, job: DecodeJob, index: int, seq_id: int) -> DecodeSequence:
+    def _open_sequence(self, job: DecodeJob, index: int, seq_id: int, tail: Tail | None) -> DecodeSequence:
         sampling = job.request.sampling_for(index)
+        prompt = job.prompt if tail is None else job.variant_prompts[index]
         lookup = None
         if job.request.prompt_lookup and self.draft_tokens:
-            if job.prompt_index is None:
-                job.prompt_index = PromptLookup.index(job.prompt)
-            lookup = PromptLookup(job.prompt, job.prompt_index)
+            if tail is not None:
+                lookup = PromptLookup(prompt, PromptLookup.index(prompt))
+            else:
+                if job.prompt_index is None:
+                    job.prompt_index = PromptLookup.index(job.prompt)
+                lookup = PromptLookup(job.prompt, job.prompt_index)
         return DecodeSequence(
             index=index,
             seq_id=seq_id,
             sampler=self._new_sampler(sampling, job.ignore_eog),
             text=CandidateText(job.request.stop),
             lookup=lookup,
-            position=len(job.prompt),
+            position=len(prompt),
             draft_limit=self.draft_tokens,
+            prompt_tokens=len(prompt),
         )
+
+    def _evaluate_tails(self, job: DecodeJob, sequences: list[DecodeSequence], tails: list[Tail]) -> None:
+        """Evaluate the variants' tails beside the shared prompt; sample each one's first token."""
+        by_seq = {sequence.seq_id: sequence for sequence in sequences}
+
+        def first_token(seq_id: int, row: int) -> None:
+            self._accept(job, by_seq[seq_id], self._sample(job, by_seq[seq_id], row))
+
+        started = time.perf_counter()
+        job.stats.variant_tokens += evaluate_tails(
+            self._ctx,
+            self._memory,
+            self._batch,
+            self.kv_cells,
+            self.n_batch,
+            tails,
+            first_token,
+            lambda: job.interruption() is not None,
+        )
+        job.stats.prefill_s += time.perf_counter() - started
 
     def _decode_steps(self, job: DecodeJob, sequences: list[DecodeSequence]) -> None:
         batch = self._batch
@@ -512,20 +513,12 @@ class LlamaCppBackend:
         # budget at the end of the wave, when the parked cells are freed.
         job.scratch_cells += accepted
         if drafts:
-            sequence.draft_limit = self._next_draft_limit(sequence.draft_limit, len(drafts), accepted)
+            sequence.draft_limit = next_draft_limit(
+                sequence.draft_limit, len(drafts), accepted, self.draft_tokens
+            )
         if sequence.finish_reason is None and accepted < len(drafts):
             self._park_rejected(sequence.seq_id, sequence.position + accepted + 1)
         sequence.position += accepted + 1
-
-    def _next_draft_limit(self, limit: int, drafted: int, accepted: int) -> int:
-        """Draft longer after full acceptance, shorter after a rejection.
-
-        On a CPU every drafted row costs nearly as much as a sampled one, so guesses that keep
-        failing must get cheap quickly, while a sequence that is copying earns long drafts.
-        """
-        if accepted == drafted:
-            return min(self.draft_tokens, limit * 2)
-        return accepted + 1
 
     def _park_rejected(self, seq_id: int, first_rejected: int) -> None:
         """Take rejected draft cells away from a sequence without freeing them until the wave ends.
@@ -567,8 +560,8 @@ class LlamaCppBackend:
     def _finish(self, job: DecodeJob, sequence: DecodeSequence, reason: FinishReason) -> None:
         sequence.finish_reason = reason
         self._stream(job, sequence, sequence.text.flush())
-        job.candidates[sequence.index] = self._candidate(
-            job, sequence.index, sequence.text.text, reason, sequence.generated
+        job.candidates[sequence.index] = job.candidate(
+            sequence.index, sequence.text.text, reason, sequence.generated, sequence.prompt_tokens
         )
 
     @staticmethod

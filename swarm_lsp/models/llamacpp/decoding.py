@@ -1,19 +1,27 @@
 """What one llama.cpp request keeps while it decodes: per-candidate text, prompt-lookup drafts, stats.
 
+Prompt lookup (request.prompt_lookup). Each candidate drafts the tokens that followed the latest
+earlier occurrence of its last 3, 2 or 1 tokens in prompt + output; the drafts ride in the same
+step and are kept while the sampled token equals the draft. It pays when the answer copies the
+prompt (edits of given code); on a small CPU model a drafted row costs nearly a sampled one, so
+the draft length adapts to how often a candidate's drafts were accepted (`next_draft_limit`).
+
 Plain Python: nothing here calls llama.cpp, so it is tested without a model.
 """
 
 from __future__ import annotations
 
 import codecs
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from swarm_lsp.basics import CancellationToken
-from swarm_lsp.models.base import Candidate, Deadline, FinishReason, GenerationRequest
+from swarm_lsp.models.base import Candidate, Deadline, FinishReason, GenerationRequest, GenerationTimeout
 from swarm_lsp.models.stops import find_stop, stop_prefix_length
 
+BACKEND_NAME = "llama.cpp"
 DEFAULT_DRAFT_TOKENS = 8
 LOOKUP_NGRAM_SIZES = (3, 2, 1)
 """Prompt lookup tries the longest n-gram first: a longer match predicts the continuation better."""
@@ -40,6 +48,9 @@ class GenerationStats:
     drafted_tokens: int = 0
     accepted_draft_tokens: int = 0
     waves: int = 0
+    variant_tokens: int = 0
+    """Tokens of candidates' own prompt tails (`GenerationRequest.variants`), evaluated beside the
+    shared prompt."""
 
     @property
     def overhead_s(self) -> float:
@@ -166,6 +177,8 @@ class DecodeSequence:
     generated: int = 0
     finish_reason: FinishReason | None = None
     draft_limit: int = DEFAULT_DRAFT_TOKENS
+    prompt_tokens: int = 0
+    """The length of the prompt this candidate read (the shared one, or its variant)."""
 
 
 @dataclass(eq=False)
@@ -183,6 +196,38 @@ class DecodeJob:
     prompt_index: NgramIndex | None = None
     scratch_cells: int = 0
     """KV cells this wave may still fill with drafts that could be rejected."""
+    variant_prompts: dict[int, list[int]] = field(default_factory=dict)
+    """Token prompts of the candidates that read a variant of the shared prompt, by index."""
+
+    def candidate(
+        self, index: int, text: str, reason: FinishReason, completion_tokens: int, prompt_tokens: int = 0
+    ) -> Candidate:
+        return Candidate(
+            index=index,
+            text=text,
+            finish_reason=reason,
+            sampling=self.request.sampling_for(index),
+            completion_tokens=completion_tokens,
+            prompt_tokens=prompt_tokens or len(self.prompt),
+            elapsed_s=time.monotonic() - self.started,
+            backend=BACKEND_NAME,
+        )
+
+    def collect(self) -> list[Candidate]:
+        """The candidates in index order; ones never decoded carry the interruption's reason."""
+        reason = self.interruption() or "cancelled"
+        candidates = [
+            self.candidates.get(index) or self.candidate(index, "", reason, 0)
+            for index in range(self.request.n)
+        ]
+        if any(candidate.finish_reason == "timeout" for candidate in candidates):
+            raise GenerationTimeout(
+                f"generation did not finish within {self.request.timeout} s "
+                f"({sum(c.completion_tokens for c in candidates)} tokens produced); "
+                "the partial candidates are attached",
+                partial=candidates,
+            )
+        return candidates
 
     def interruption(self) -> FinishReason | None:
         if self.cancel.cancelled:
@@ -190,3 +235,14 @@ class DecodeJob:
         if self.deadline.passed:
             return "timeout"
         return None
+
+
+def next_draft_limit(limit: int, drafted: int, accepted: int, most: int) -> int:
+    """Draft longer after full acceptance, shorter after a rejection.
+
+    On a CPU every drafted row costs nearly as much as a sampled one, so guesses that keep failing
+    must get cheap quickly, while a sequence that is copying earns long drafts (up to `most`).
+    """
+    if accepted == drafted:
+        return min(most, limit * 2)
+    return accepted + 1
