@@ -10,7 +10,8 @@ tokens (no compression), `--max-tokens` new tokens per voter.
       batched generation (the prompt is evaluated once and shared), voting, grounding;
   (b) sequential: the same messages and the same per-voter sampling (voter 0 greedy, the rest
       seeded), generated one after another on the same backend, the prompt cache reset before
-      each (what a tool without batching pays for 5 samples).
+      each (what a tool without batching pays for 5 samples). (a) pays for the voters' own prompt
+      endings too (`swarm.diversity` on); (b) reads the shared prompt only.
 
 Goal: (a)/(b) at most 0.35. Then the voting overhead per strategy (on these real candidates, and
 on synthetic 400-token candidates via `bench/voting_overhead.py`), and a two-turn chat: the second
@@ -113,6 +114,7 @@ async def main() -> int:
             temperature=0.7,
             voter_timeout=600.0,
             compress=False,
+            diversity=True,
         )
         task = Task(kind="ask", prompt=QUESTION)
         # Warm-up: load pages, JIT nothing; then time from a cold prompt cache.
@@ -147,7 +149,9 @@ async def main() -> int:
 
         print(
             f"- prompt: {swarm_stats.prompt_tokens} tokens (context budget {budget}, "
-            f"{len(pack.pieces)} pieces; the sequential runs' prompt: {prompt_tokens} tokens)"
+            f"{len(pack.pieces)} pieces; the sequential runs' prompt: {prompt_tokens} tokens); "
+            f"voters 1-{args.voters - 1} read their own ending of it (`swarm.diversity`): "
+            f"{swarm_stats.variant_tokens} tokens evaluated beside the shared prompt"
         )
         print(
             f"- model: {model.info.model}, llama.cpp, {args.threads} threads, n_ctx {n_ctx}; "

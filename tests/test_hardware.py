@@ -8,6 +8,7 @@ from swarm_lsp.models.catalog import find_entry
 from swarm_lsp.models.hardware import (
     GIB,
     GPU,
+    VARIANT_TOKENS,
     HardwareProfile,
     detect,
     max_voters,
@@ -34,7 +35,7 @@ def test_kv_cache_arithmetic_matches_the_formula() -> None:
     assert arch.kv_bytes_per_token() == 2 * 28 * 4 * 128 * 2
     shared = plan_memory(arch, 4 * GIB, context=8192, voters=5, new_tokens=512)
     separate = plan_memory(arch, 4 * GIB, context=8192, voters=5, shared_prompt=False)
-    assert shared.kv_cache == arch.kv_bytes_per_token() * (8192 + 4 * 512)
+    assert shared.kv_cache == arch.kv_bytes_per_token() * (8192 + 4 * (512 + VARIANT_TOKENS))
     assert separate.kv_cache == arch.kv_bytes_per_token() * 5 * 8192
     assert shared.total == shared.weights + shared.kv_cache + shared.compute
     assert "prompt shared by voters" in shared.explain()

@@ -302,6 +302,50 @@ async def test_more_candidates_than_sequences_run_in_waves(bundled_gguf: Path):
         await small.aclose()
 
 
+SHARED = Message(
+    "system", "You answer in one short sentence. " + "The project parses, indexes and votes. " * 12
+)
+YELLOW = [SHARED, Message("user", "Name a fruit that is yellow.")]
+GREEN = [SHARED, Message("user", "Name a vegetable that is green and long, often used in salads.")]
+
+
+def common_prefix(first: list[int], second: list[int]) -> int:
+    return next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
+
+
+async def test_variants_share_the_prompt_and_answer_their_own_ending(backend: LlamaCppBackend):
+    alone = (await backend.generate(request(YELLOW, max_tokens=24)))[0]
+    # GREEN alone, its tail evaluated on top of YELLOW's cached prefix: what its variant computes.
+    own_alone = (await backend.generate(request(GREEN, max_tokens=24, reuse_whole_prefix=True)))[0]
+    result = await backend.generate(request(YELLOW, n=3, max_tokens=24, variants=[GREEN, GREEN, None]))
+    stats = backend.last_stats
+    # Candidate 0 decodes in sequence 0, which keeps the shared prompt: it reads no variant.
+    assert result[0].text == alone.text == result[2].text
+    assert result[1].text == own_alone.text != alone.text
+    shared, own = backend.prompt_tokens(YELLOW), backend.prompt_tokens(GREEN)
+    assert result[1].prompt_tokens == len(own) and result[0].prompt_tokens == len(shared)
+    assert stats.variant_tokens == len(own) - common_prefix(shared, own) and stats.waves == 1
+    # The same request gives the same candidates, and the cache still holds the shared prompt.
+    again = await backend.generate(request(YELLOW, n=3, max_tokens=24, variants=[GREEN, GREEN, None]))
+    assert [c.text for c in again] == [c.text for c in result]
+    assert backend.last_stats.reused_tokens >= len(shared) - 64
+    assert (await backend.generate(request(YELLOW, max_tokens=24)))[0].text == alone.text
+
+
+async def test_a_wave_s_first_candidate_reads_the_shared_prompt(bundled_gguf: Path):
+    small = LlamaCppBackend(bundled_gguf, n_ctx=512, n_seq_max=2, generation_reserve=64)
+    try:
+        alone = (await small.generate(request(YELLOW, max_tokens=16)))[0]
+        waves = await small.generate(request(YELLOW, n=4, max_tokens=16, variants=[None, *[GREEN] * 3]))
+        assert small.last_stats is not None and small.last_stats.waves == 2
+        own = len(small.prompt_tokens(GREEN))
+        assert [c.prompt_tokens == own for c in waves] == [False, True, False, True]
+        assert waves[0].text == waves[2].text == alone.text
+        assert waves[1].text == waves[3].text != alone.text
+    finally:
+        await small.aclose()
+
+
 async def test_missing_model_raises_model_not_found_pointing_to_doctor(tmp_path: Path):
     with pytest.raises(ModelNotFound, match="swarm-lsp doctor") as raised:
         LlamaCppBackend(tmp_path / "absent.gguf")

@@ -230,6 +230,19 @@ async def test_ask_end_to_end_returns_an_answer_with_sources(model, workspace) -
     assert set(result.timings) >= {"retrieve", "generate", "vote", "total"}
 
 
+async def test_with_diversity_voters_after_the_first_read_their_own_ending(model, workspace) -> None:
+    task = Task(kind="ask", prompt=QUESTION)
+    plain = await runner_for(model, workspace, diversity=False).run(task)
+    assert model.last_stats.variant_tokens == 0
+    diverse = await runner_for(model, workspace, diversity=True).run(Task(kind="ask", prompt=QUESTION))
+    stats = model.last_stats
+    # One shared prompt evaluated once; voters 1 and 2 each evaluated their own tail beside it.
+    assert stats.variant_tokens > 0 and stats.waves == 1
+    assert stats.prompt_tokens == plain.prompt_tokens < diverse.prompt_tokens  # the longest a voter read
+    # Voter 0 reads the same prompt either way: greedy, it writes the same answer.
+    assert diverse.candidates[0].text == plain.candidates[0].text
+
+
 async def test_a_context_the_estimate_undercounts_is_refitted_to_the_window(model, tmp_path) -> None:
     # Hex tables tokenize at about 2 characters a token: the 4-characters estimate undercounts them
     # by half, so a pack sized by the estimate alone would overflow a 1,024-token window.

@@ -6,9 +6,10 @@ The arithmetic, in one place (docs/hardware.md explains it with examples):
     weights       = the model file's size (GGUF/MLX weights are mapped into memory as they are)
     kv_cache      = kv_bytes_per_token * cells
                     kv_bytes_per_token = 2 (K and V) * layers * kv_heads * head_dim * 2 bytes (f16)
-                    cells, llama.cpp = context + (voters - 1) * new_tokens
+                    cells, llama.cpp = context + (voters - 1) * (new_tokens + variant_tokens)
                         (the prompt is evaluated once and its cells are shared by every voter;
-                         each voter adds only the tokens it writes)
+                         each voter adds only the tokens it writes, and its own ending of the
+                         prompt when it reads one: swarm.diversity)
                     cells, MLX/other = voters * context  (each voter keeps a whole cache)
     compute       = logits + attention scratch + activations for one batch of n_batch tokens
                   = n_batch * vocab * 4 + n_batch * context * heads * 4 + n_batch * embedding * 4 * 16
@@ -44,6 +45,9 @@ DEFAULT_VOTERS = 5
 MIN_VOTERS = 3
 MAX_VOTERS_REPORTED = 16
 DEFAULT_NEW_TOKENS = 512
+VARIANT_TOKENS = 128
+"""KV cells each voter after the first may take for its own ending of the prompt (swarm.diversity);
+the llama.cpp backend's `variant_reserve`."""
 N_BATCH = 512
 
 
@@ -206,7 +210,8 @@ class MemoryPlan:
 
     def explain(self) -> str:
         cells = (
-            f"{self.context} + ({self.voters} - 1) x {self.new_tokens} cells (prompt shared by voters)"
+            f"{self.context} + ({self.voters} - 1) x ({self.new_tokens} + {VARIANT_TOKENS}) cells "
+            "(prompt shared by voters)"
             if self.shared_prompt
             else f"{self.voters} x {self.context} cells (one cache per voter)"
         )
@@ -227,7 +232,7 @@ def plan_memory(
     shared_prompt: bool = True,
 ) -> MemoryPlan:
     per_token = arch.kv_bytes_per_token()
-    cells = context + (voters - 1) * new_tokens if shared_prompt else voters * context
+    cells = context + (voters - 1) * (new_tokens + VARIANT_TOKENS) if shared_prompt else voters * context
     batch = min(N_BATCH, context)
     compute = batch * arch.vocab * 4 + batch * context * arch.heads * 4 + batch * arch.embedding * 4 * 16
     return MemoryPlan(

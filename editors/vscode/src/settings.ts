@@ -17,6 +17,7 @@ export const SERVER_SETTINGS = [
   'swarm.maxTokens',
   'swarm.temperature',
   'swarm.models',
+  'swarm.diversity',
   'index.auto',
   'index.watch',
   'index.embedder',

@@ -8,8 +8,9 @@ read once per step for all candidates.
 
 KV cache sizing. With `kv_unified=True` the cache is one pool of cells for all sequences and the
 prompt's cells are shared by every candidate, so a request needs `prompt + n * max_tokens` cells.
-We allocate `n_ctx + (n_seq_max - 1) * generation_reserve` cells: one full window (prompt plus new
-tokens) for the first candidate and `generation_reserve` new tokens for each other one. A request
+We allocate `n_ctx + (n_seq_max - 1) * (generation_reserve + variant_reserve)` cells: one full
+window (prompt plus new tokens) for the first candidate, and `generation_reserve` new tokens plus
+`variant_reserve` for its own ending of the prompt (variants.py) for each other one. A request
 whose prompt plus max_tokens exceeds `n_ctx` raises ContextOverflow; one whose n candidates do not
 fit in the pool at once (or n > n_seq_max) runs in waves, each wave reusing the cached prompt.
 
@@ -59,6 +60,7 @@ from swarm_lsp.models.base import (
     run_cancellable,
 )
 from swarm_lsp.models.completion_prompt import completion_prompt
+from swarm_lsp.models.hardware import VARIANT_TOKENS
 from swarm_lsp.models.llamacpp.cache import PromptCache
 from swarm_lsp.models.llamacpp.decoding import (
     BACKEND_NAME,
@@ -90,6 +92,7 @@ from swarm_lsp.models.llamacpp.variants import Tail, evaluate_tails, plan_tails,
 
 DEFAULT_N_CTX = 4096
 DEFAULT_GENERATION_RESERVE = 512
+DEFAULT_VARIANT_RESERVE = VARIANT_TOKENS
 
 STEP_ROWS_MAX = TILED_UBATCH_MIN_TOKENS - 1
 MIN_N_BATCH = 2 * TILED_UBATCH_MIN_TOKENS
@@ -115,6 +118,7 @@ class LlamaCppBackend:
         n_threads_batch: int | None = None,
         n_batch: int = 512,
         generation_reserve: int = DEFAULT_GENERATION_RESERVE,
+        variant_reserve: int = DEFAULT_VARIANT_RESERVE,
         draft_tokens: int = DEFAULT_DRAFT_TOKENS,
         model_name: str | None = None,
         verbose: bool = False,
@@ -123,15 +127,23 @@ class LlamaCppBackend:
 
         n_ctx: the window of one request (prompt + new tokens). n_seq_max: candidates decoded
         together; more run in waves. generation_reserve: new tokens budgeted in the KV cache for
-        each candidate after the first (see the module doc). draft_tokens: most tokens drafted per
-        step by prompt lookup. verbose: pass llama.cpp's own log to Python logging (process-wide).
+        each candidate after the first; variant_reserve: cells for its own prompt ending (see the
+        module doc). draft_tokens: most tokens drafted per step by prompt lookup. verbose: pass
+        llama.cpp's own log to Python logging (process-wide).
         """
-        if n_ctx < 16 or n_seq_max < 1 or n_batch < MIN_N_BATCH or generation_reserve < 1 or draft_tokens < 0:
+        if (
+            n_ctx < 16
+            or n_seq_max < 1
+            or n_batch < MIN_N_BATCH
+            or generation_reserve < 1
+            or min(draft_tokens, variant_reserve) < 0
+        ):
             raise ValueError(
                 f"n_ctx must be at least 16, n_batch at least {MIN_N_BATCH}, n_seq_max and "
-                "generation_reserve at least 1, draft_tokens at least 0 "
+                "generation_reserve at least 1, draft_tokens and variant_reserve at least 0 "
                 f"(got n_ctx={n_ctx}, n_seq_max={n_seq_max}, n_batch={n_batch}, "
-                f"generation_reserve={generation_reserve}, draft_tokens={draft_tokens})"
+                f"generation_reserve={generation_reserve}, draft_tokens={draft_tokens}, "
+                f"variant_reserve={variant_reserve})"
             )
         self.model_path = Path(model_path).expanduser()
         self.n_ctx = n_ctx
@@ -140,6 +152,7 @@ class LlamaCppBackend:
         self.n_threads_batch = n_threads_batch or self.n_threads
         self.n_batch = n_batch
         self.generation_reserve = generation_reserve
+        self.variant_reserve = variant_reserve
         self.draft_tokens = draft_tokens
         self.model_name = model_name or self.model_path.name.removesuffix(".gguf")
         self.last_stats: GenerationStats | None = None
@@ -313,7 +326,7 @@ class LlamaCppBackend:
     def _create_context(self) -> int:
         return create_context(
             self._model,
-            kv_cells=self.n_ctx + (self.n_seq_max - 1) * self.generation_reserve,
+            kv_cells=self.n_ctx + (self.n_seq_max - 1) * (self.generation_reserve + self.variant_reserve),
             n_batch=self._batch_capacity,
             n_seq_max=self.n_seq_max + 1,  # the last one parks rejected drafts
             n_threads=self.n_threads,
