@@ -126,10 +126,10 @@ async def main() -> int:
         swarm_s = time.perf_counter() - started
         swarm_stats = model.last_stats
 
-        # The same messages the runner built (retrieval is deterministic), one voter at a time.
+        # The same messages the runner built (retrieval is deterministic, and the runner's own fitting
+        # to the window, in model tokens, is applied), one voter at a time.
         budget = window - args.max_tokens - (PROMPT_OVERHEAD_TOKENS + estimate_tokens(QUESTION))
-        pack = workspace.context_for(QUESTION, budget)
-        messages = build_messages(task, pack.render(), context_citations=pack.citations)
+        _, citations, messages = await runner._fitted(task, args.max_tokens, None, [])
         samplings = SwarmEngine([model], temperature=0.7).samplings(args.voters)
         sequential_s, sequential_tokens, prompt_tokens = 0.0, 0, 0
         for sampling in samplings:
@@ -148,8 +148,8 @@ async def main() -> int:
             prompt_tokens = model.last_stats.prompt_tokens
 
         print(
-            f"- prompt: {swarm_stats.prompt_tokens} tokens (context budget {budget}, "
-            f"{len(pack.pieces)} pieces; the sequential runs' prompt: {prompt_tokens} tokens); "
+            f"- prompt: {swarm_stats.prompt_tokens} tokens (context budget {budget} estimated, "
+            f"{len(citations)} pieces; the sequential runs' prompt: {prompt_tokens} tokens); "
             f"voters 1-{args.voters - 1} read their own ending of it (`swarm.diversity`): "
             f"{swarm_stats.variant_tokens} tokens evaluated beside the shared prompt"
         )
