@@ -93,8 +93,8 @@ class SwarmSettings(_Section):
     )
     diversity: bool = Field(
         True,
-        description="true or false: voters after the first read a question with another context piece "
-        "shown again and another hint, so they err differently (ask and chat)",
+        description="true or false: voters after the first read their own ending of a question (the order "
+        "in which to check the context, a hint), so they err differently (ask and chat)",
     )
 
 

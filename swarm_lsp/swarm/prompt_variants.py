@@ -11,8 +11,8 @@ message (role, rules, the whole context) and history, and a last user message of
 
 Voter 0 reads the prompt as built: it is the greedy single best guess, the prompt a chat stores,
 and the one the backend's prompt cache keeps. Only the last message differs, so the llama.cpp
-backend evaluates the shared part once and each voter's own tail (some tens of tokens more than the
-question) in one batch (models/llamacpp/variants.py); other backends answer the shared prompt.
+backend evaluates the shared part once and each voter's own tail (the last message, about 100-150
+tokens) in one batch (models/llamacpp/variants.py); other backends answer the shared prompt.
 Used for the text questions that the `grounded` vote checks (ask, and chat over the workspace).
 Measured against other variants (a piece shown again, pieces beyond the shared ones, hints alone):
 docs/benchmarks.md, "Swarm: quality".

@@ -38,7 +38,7 @@ summarising costs model calls before the first answer token, and their focus is 
 LOW_AGREEMENT = 0.5
 LOW_AGREEMENT_BY_STRATEGY = {"grounded": 0.25}
 """Where accuracy drops, measured per strategy (bench/swarm_quality.py's calibration bins: `grounded`
-winners under 0.25 were right 0-6% of the time, from 0.25 up about half the time and more)."""
+winners under 0.25 were right 0-14% of the time, from 0.25 up about half the time and more)."""
 MAX_CONTEXT_SOURCES = 8
 """Sources listed from the context (the most relevant pieces first), after those the answer cites."""
 MAX_REFITS = 3
