@@ -54,7 +54,8 @@ async def test_swarm_tools_answer_by_vote_and_write_nothing(toolbox):
     assert data["kind"] == "ask" and 0.0 <= data["agreement"] <= 1.0
     assert data["voters"] == 2 and data["finished_voters"] >= 1
     assert data["sources"] and any(source.startswith("pkg/") for source in data["sources"])
-    assert "agreement" in text(asked) and "sources:" in text(asked)
+    # "agreement 0.xx", or "LOW AGREEMENT: ..." when the voters differ (as two voters may).
+    assert "agreement" in text(asked).lower() and "sources:" in text(asked)
     assert any(message and message.startswith("generating") for message in updates), updates
 
     assert not explained.is_error and explained.structured_content["kind"] == "explain"
