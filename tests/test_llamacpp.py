@@ -22,7 +22,7 @@ from swarm_lsp.models.base import (
     Sampling,
 )
 from swarm_lsp.models.llamacpp.backend import LlamaCppBackend
-from swarm_lsp.models.llamacpp.decoding import CandidateText, PromptLookup
+from swarm_lsp.models.llamacpp.decoding import CandidateText, PromptLookup, common_prefix
 
 pytestmark = pytest.mark.slow
 
@@ -307,10 +307,6 @@ SHARED = Message(
 )
 YELLOW = [SHARED, Message("user", "Name a fruit that is yellow.")]
 GREEN = [SHARED, Message("user", "Name a vegetable that is green and long, often used in salads.")]
-
-
-def common_prefix(first: list[int], second: list[int]) -> int:
-    return next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
 
 
 async def test_variants_share_the_prompt_and_answer_their_own_ending(backend: LlamaCppBackend):

@@ -430,12 +430,10 @@ class LlamaCppBackend:
         prompt = job.prompt if tail is None else job.variant_prompts[index]
         lookup = None
         if job.request.prompt_lookup and self.draft_tokens:
-            if tail is not None:
-                lookup = PromptLookup(prompt, PromptLookup.index(prompt))
-            else:
-                if job.prompt_index is None:
-                    job.prompt_index = PromptLookup.index(job.prompt)
-                lookup = PromptLookup(job.prompt, job.prompt_index)
+            if tail is None and job.prompt_index is None:
+                job.prompt_index = PromptLookup.index(job.prompt)
+            ngrams = job.prompt_index if tail is None else PromptLookup.index(prompt)
+            lookup = PromptLookup(prompt, ngrams)
         return DecodeSequence(
             index=index,
             seq_id=seq_id,

@@ -12,7 +12,7 @@ import time
 
 import llama_cpp
 
-from swarm_lsp.models.llamacpp.decoding import DecodeJob
+from swarm_lsp.models.llamacpp.decoding import DecodeJob, common_prefix
 from swarm_lsp.models.llamacpp.native import TILED_UBATCH_MIN_TOKENS, Batch, decode
 
 
@@ -74,7 +74,7 @@ class PromptCache:
         of the last token for the first sample). `whole` (the request's `reuse_whole_prefix`) keeps
         everything but the last token instead.
         """
-        common = self._common_prefix(prompt)
+        common = common_prefix(self.tokens, prompt)
         if whole:  # the request gave up exactness for speed: keep all but the last token
             return max(0, min(common, len(prompt) - 1))
         if common < TILED_UBATCH_MIN_TOKENS:
@@ -91,14 +91,6 @@ class PromptCache:
         count = max(1, -(-span // self._n_batch))
         bounds = [start + span * i // count for i in range(count + 1)]
         return list(itertools.pairwise(bounds))
-
-    def _common_prefix(self, tokens: list[int]) -> int:
-        cached = self.tokens
-        limit = min(len(cached), len(tokens))
-        same = 0
-        while same < limit and cached[same] == tokens[same]:
-            same += 1
-        return same
 
     def trim(self, keep: int) -> int:
         """Drop every sequence but 0 and sequence 0's positions from `keep`; returns what is kept."""

@@ -246,3 +246,12 @@ def next_draft_limit(limit: int, drafted: int, accepted: int, most: int) -> int:
     if accepted == drafted:
         return min(most, limit * 2)
     return accepted + 1
+
+
+def common_prefix(first: Sequence[int], second: Sequence[int]) -> int:
+    """How many leading tokens the two sequences share."""
+    limit = min(len(first), len(second))
+    same = 0
+    while same < limit and first[same] == second[same]:
+        same += 1
+    return same

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import llama_cpp
 
 from swarm_lsp.models.base import GenerationRequest, Message
+from swarm_lsp.models.llamacpp.decoding import common_prefix
 from swarm_lsp.models.llamacpp.native import Batch, decode
 
 
@@ -75,14 +76,6 @@ def plan_tails(
             tails[seq_id] = Tail(seq_id, start, prompt[start:])
             free_cells -= len(prompt) - start
     return tails
-
-
-def common_prefix(first: Sequence[int], second: Sequence[int]) -> int:
-    limit = min(len(first), len(second))
-    same = 0
-    while same < limit and first[same] == second[same]:
-        same += 1
-    return same
 
 
 def evaluate_tails(
