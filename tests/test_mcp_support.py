@@ -17,6 +17,7 @@ from typing import Any
 
 import mcp_types as types
 from mcp import Client
+from workspace_support import write_tree
 
 from swarm_lsp.config import load_settings
 from swarm_lsp.mcp.server import build_server
@@ -61,13 +62,6 @@ def settings_for(tmp_path: Path, index_location: Path | None = None, **tools: An
         "swarm": {"voters": 2, "max_tokens": 32},
         "tools": tools,
     }
-
-
-def write_tree(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
 
 
 class Bench:

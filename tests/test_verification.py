@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from workspace_support import write_tree
 
 from swarm_lsp.config import load_settings
 from swarm_lsp.swarm.ballots import Ballot
@@ -23,9 +24,7 @@ FILES = {
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("ws")
-    for rel, text in FILES.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
+    write_tree(root, FILES)
     data = tmp_path_factory.mktemp("data")
     loaded = load_settings(
         root, {"index": {"location": str(data), "embedder": "none"}}, env={}, user_file=data / "x.toml"
